@@ -1,0 +1,53 @@
+"""Config validation: a bad value names the field, the value and what is allowed."""
+
+import pytest
+
+from transferkit.config import (ConfigError, FinetuneConfig, Preprocessing, load_config,
+                                save_config)
+
+
+def test_unknown_optimizer_names_field_and_allowed_values():
+    with pytest.raises(ConfigError) as e:
+        load_config(FinetuneConfig, None, {"optim": {"optimizer": "adam"}})
+    msg = str(e.value)
+    assert "optim.optimizer" in msg and "adamw" in msg and "sgd" in msg and '"adam"' in msg
+
+
+def test_negative_learning_rate_is_refused():
+    with pytest.raises(ConfigError, match=r"optim\.head_lr"):
+        load_config(FinetuneConfig, None, {"optim": {"head_lr": -1.0}})
+
+
+def test_typo_in_yaml_is_an_error(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("optim:\n  epocs: 3\n")
+    with pytest.raises(ConfigError, match=r"optim\.epocs: unknown field"):
+        load_config(FinetuneConfig, p)
+
+
+def test_flags_override_file_and_none_keeps_file_value(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("optim:\n  epochs: 3\n  batch_size: 8\nmodel:\n  arch: resnet18\n")
+    cfg = load_config(FinetuneConfig, p, {"optim": {"epochs": 5, "batch_size": None}})
+    assert (cfg.optim.epochs, cfg.optim.batch_size, cfg.model.arch) == (5, 8, "resnet18")
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config(FinetuneConfig, None, {"model": {"freeze_depth": 3}, "seed": 7})
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(FinetuneConfig, tmp_path / "c.yaml") == cfg
+
+
+def test_weights_none_string_means_random_init():
+    cfg = load_config(FinetuneConfig, None, {"model": {"weights": "none"}})
+    assert cfg.model.weights is None
+
+
+def test_preprocessing_mean_std_length_must_match_channels():
+    with pytest.raises(ValueError, match="one value per channel"):
+        Preprocessing(channels=1, mean=(0.5, 0.5, 0.5), std=(0.5,))
+
+
+def test_missing_config_file_is_clear(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(FinetuneConfig, tmp_path / "nope.yaml")

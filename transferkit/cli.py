@@ -1,0 +1,273 @@
+"""The ``transferkit`` command line: parse, build a config, call one library function.
+
+Heavy libraries (torch, Ray, ONNX Runtime) are imported inside each command, after the config is
+validated, so a mistake is reported in about a second.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True,
+    help="Fine-tune pretrained vision models on Ray Train, export to ONNX, serve with ONNX Runtime.")
+data_app = typer.Typer(no_args_is_help=True, help="Bundled datasets.")
+app.add_typer(data_app, name="data")
+
+# Exceptions that mean "the user asked for something wrong": message + exit code 2, no traceback.
+_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileExistsError, FileNotFoundError)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _run(fn, *args, **kwargs) -> Any:
+    """Call a library function; user errors become a one-paragraph message and exit code 2."""
+    from transferkit.models.weights import WeightsUnavailableError
+
+    try:
+        return fn(*args, **kwargs)
+    except (*_USER_ERRORS, WeightsUnavailableError) as exc:
+        _fail(str(exc))
+
+
+def _check_arch(name: Optional[str], option: str) -> None:
+    if name is None:
+        return
+    from transferkit.models.registry import UnknownArchError, get_arch
+
+    try:
+        get_arch(name)
+    except UnknownArchError as exc:
+        _fail(f"{option}: {exc}")
+
+
+@app.command()
+def finetune(
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file; flags override it."),
+    dataset: Optional[str] = typer.Option(None, help="Bundled name (digits) or an ImageFolder path."),
+    model: Optional[str] = typer.Option(None, "--model", help="Architecture (see `transferkit models`)."),
+    weights: Optional[str] = typer.Option(None, help="IMAGENET1K_V1, DEFAULT, none, or a state-dict file."),
+    image_size: Optional[int] = typer.Option(None, help="Input size in pixels (overrides the weights')."),
+    freeze_depth: Optional[int] = typer.Option(None, help="Freeze the first k stages (0 = train all)."),
+    width_mult: Optional[float] = typer.Option(None, help="MobileNet width multiplier."),
+    epochs: Optional[int] = typer.Option(None),
+    batch_size: Optional[int] = typer.Option(None, help="Per worker; the global batch is this x workers."),
+    optimizer: Optional[str] = typer.Option(None, help="adamw or sgd."),
+    backbone_lr: Optional[float] = typer.Option(None),
+    head_lr: Optional[float] = typer.Option(None),
+    weight_decay: Optional[float] = typer.Option(None),
+    warmup_epochs: Optional[float] = typer.Option(None),
+    label_smoothing: Optional[float] = typer.Option(None),
+    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment"),
+    hflip: Optional[bool] = typer.Option(None, "--hflip/--no-hflip", help="Horizontal flips (off for digits)."),
+    val_fraction: Optional[float] = typer.Option(None),
+    test_fraction: Optional[float] = typer.Option(None),
+    num_workers: Optional[int] = typer.Option(None, help="Ray Train workers (DDP)."),
+    cpus_per_worker: Optional[float] = typer.Option(None),
+    use_gpu: Optional[bool] = typer.Option(None, "--use-gpu/--no-gpu"),
+    seed: Optional[int] = typer.Option(None),
+    output: Optional[str] = typer.Option(None, help="The run folder itself."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run folder from its latest checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run folder first."),
+) -> None:
+    """Fine-tune a pretrained model with Ray Train; writes model.pt, metrics and a test evaluation."""
+    from transferkit.config import ConfigError, FinetuneConfig, load_config
+
+    if resume and overwrite:
+        _fail("--resume and --overwrite exclude each other")
+    overrides = {
+        "data": {"dataset": dataset, "image_size": image_size, "val_fraction": val_fraction,
+                 "test_fraction": test_fraction, "augment": {"enabled": augment, "hflip": hflip}},
+        "model": {"arch": model, "weights": weights, "freeze_depth": freeze_depth, "width_mult": width_mult},
+        "optim": {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer,
+                  "backbone_lr": backbone_lr, "head_lr": head_lr, "weight_decay": weight_decay,
+                  "warmup_epochs": warmup_epochs, "label_smoothing": label_smoothing},
+        "scaling": {"num_workers": num_workers, "cpus_per_worker": cpus_per_worker, "use_gpu": use_gpu},
+        "seed": seed, "output": output,
+    }
+    try:
+        cfg = load_config(FinetuneConfig, config, overrides)
+    except ConfigError as exc:
+        _fail(str(exc))
+    _check_arch(cfg.model.arch, "model.arch (--model)")
+    from transferkit.training.trainer import finetune as run_finetune
+
+    _run(run_finetune, cfg, resume=resume, overwrite=overwrite)
+
+
+@app.command("export")
+def export_cmd(
+    run: Path = typer.Argument(..., help="Run folder (or its model.pt)."),
+    output: Path = typer.Option(Path("model.onnx"), "--output", "-o", help="The .onnx file to write."),
+    opset: int = typer.Option(18, help="ONNX opset (>= 18 with the dynamo exporter)."),
+    atol: float = typer.Option(1e-4, help="Max allowed |logit difference| vs PyTorch."),
+    images: Optional[Path] = typer.Option(None, help="Folder of images to validate on (default: the run's test split)."),
+    validation_images: int = typer.Option(512, help="How many images to compare."),
+) -> None:
+    """Export a run to ONNX and validate it against PyTorch (fails when any check fails)."""
+    from transferkit.config import ConfigError, ExportConfig, validate
+
+    try:
+        cfg = validate(ExportConfig, {"run": str(run), "output": str(output), "opset": opset,
+                                      "atol": atol, "validation_images": validation_images},
+                       source="command line")
+    except ConfigError as exc:
+        _fail(str(exc))
+    paths = None
+    if images is not None:
+        from transferkit.imaging import IMAGE_EXTENSIONS
+
+        if not images.is_dir():
+            _fail(f"--images {images}: not a folder")
+        paths = [str(p) for p in sorted(images.rglob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS]
+    from transferkit.export.onnx_export import ExportValidationError, export_onnx
+    from transferkit.models.portable import PortableModelError
+
+    try:
+        report = export_onnx(cfg, images=paths)
+    except ExportValidationError as exc:
+        _fail(str(exc), code=1)
+    except (PortableModelError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(
+        f"exported {report.onnx_path} ({report.file_bytes / 1e6:.1f} MB, opset {report.opset})\n"
+        f"validated on {report.images_compared} images ({report.image_source}): max |logit diff| "
+        f"{report.max_abs_diff:.2e} (<= {cfg.atol:g}), top-1 agreement {report.top1_agreement:.2%}, "
+        f"batches {report.batch_sizes_checked}")
+
+
+@app.command()
+def serve(
+    model: Path = typer.Argument(..., help="An .onnx file written by `transferkit export`."),
+    host: str = typer.Option("127.0.0.1", help="Bind address (0.0.0.0 exposes it)."),
+    port: int = typer.Option(8000),
+    name: Optional[str] = typer.Option(None, help="Model name (default: the file's stem)."),
+    top_k: int = typer.Option(5, help="Predictions returned per image."),
+    threads: int = typer.Option(0, help="ONNX Runtime intra-op threads (0 = automatic)."),
+) -> None:
+    """Serve an ONNX model over HTTP (POST /v1/predict, GET /v1/model, /v2/health/*)."""
+    from transferkit.config import ConfigError, ServeConfig, validate
+
+    try:
+        cfg = validate(ServeConfig, {"model": str(model), "host": host, "port": port, "name": name,
+                                     "top_k": top_k, "intra_op_threads": threads}, "command line")
+    except ConfigError as exc:
+        _fail(str(exc))
+    if not model.is_file():
+        _fail(f"MODEL {model}: file not found")
+    from transferkit.serving.server import serve as run_server
+
+    _run(run_server, str(model), host=cfg.host, port=cfg.port, name=cfg.name, top_k=cfg.top_k,
+         intra_op_threads=cfg.intra_op_threads)
+
+
+@app.command()
+def predict(
+    model: Path = typer.Argument(..., help="An .onnx file written by `transferkit export`."),
+    inputs: list[Path] = typer.Argument(..., help="Image files and/or folders."),
+    top_k: int = typer.Option(1, help="Labels per image."),
+    fmt: str = typer.Option("table", "--format", help="table or csv."),
+) -> None:
+    """Label images with an ONNX model (in-process, ONNX Runtime)."""
+    if fmt not in ("table", "csv"):
+        _fail(f"--format {fmt!r}: allowed values are table, csv")
+    if top_k < 1:
+        _fail("--top-k must be >= 1")
+    if not model.is_file():
+        _fail(f"MODEL {model}: file not found")
+    from transferkit.imaging import IMAGE_EXTENSIONS, ImageDecodeError
+    from transferkit.serving.model import OnnxClassifier
+
+    files: list[Path] = []
+    for p in inputs:
+        if p.is_dir():
+            files += [f for f in sorted(p.rglob("*")) if f.suffix.lower() in IMAGE_EXTENSIONS]
+        elif p.is_file():
+            files.append(p)
+        else:
+            _fail(f"{p}: no such file or folder")
+    clf = _run(OnnxClassifier, str(model))
+    rows = []
+    for f in files:
+        try:
+            preds = clf.predict_image_bytes(f.read_bytes(), top_k=top_k)
+            rows.append((str(f), preds, ""))
+        except ImageDecodeError as exc:
+            rows.append((str(f), [], str(exc)))
+    _print_predictions(rows, top_k, fmt)
+    if any(err for _, _, err in rows):
+        raise typer.Exit(1)
+
+
+def _print_predictions(rows, top_k: int, fmt: str) -> None:
+    import csv
+
+    if fmt == "csv":
+        w = csv.writer(sys.stdout)
+        header = ["path"] + [h for i in range(1, top_k + 1) for h in (f"label_{i}", f"probability_{i}")] + ["error"]
+        w.writerow(header)
+        for path, preds, err in rows:
+            cells = [c for p in preds for c in (p["label"], f"{p['probability']:.6f}")]
+            cells += [""] * (2 * top_k - len(cells))
+            w.writerow([path, *cells, err])
+        return
+    width = max([len(r[0]) for r in rows] + [4])
+    typer.echo(f"{'path':<{width}}  label  probability")
+    for path, preds, err in rows:
+        if err:
+            typer.echo(f"{path:<{width}}  ERROR  {err}")
+            continue
+        typer.echo(f"{path:<{width}}  " + ", ".join(f"{p['label']} {p['probability']:.4f}" for p in preds))
+
+
+@app.command()
+def models(arch: Optional[str] = typer.Argument(None, help="Show this architecture's stages.")) -> None:
+    """List the architectures, or one architecture's stages (what each freeze depth freezes)."""
+    from transferkit.models.registry import get_arch, list_archs
+
+    if arch is None:
+        typer.echo("\n".join(list_archs()))
+        typer.echo("\n`transferkit models NAME` shows its stages and freeze depths.")
+        return
+    _check_arch(arch, "ARCH")
+    from transferkit.config import ModelConfig
+    from transferkit.models.build import build_model, count_parameters
+
+    built = build_model(ModelConfig(arch=arch, weights=None), 1000)
+    spec = get_arch(arch)
+    typer.echo(f"{arch}: {count_parameters(built.model):,} parameters (1000 classes), "
+               f"{len(built.stages)} stages, head: {spec.head}")
+    typer.echo(f"{'freeze_depth':>12}  {'frozen through':<10}  modules (output channels)")
+    typer.echo(f"{0:>12}  {'(nothing)':<10}  all layers train")
+    for k, st in enumerate(built.stages, start=1):
+        note = "  <- linear probe" if k == len(built.stages) else ""
+        typer.echo(f"{k:>12}  {st.name:<10}  {', '.join(st.modules)} ({st.out_channels}){note}")
+
+
+@data_app.command("materialize")
+def materialize_cmd(
+    name: str = typer.Argument(..., help="Bundled dataset (digits)."),
+    out_dir: Path = typer.Argument(..., help="Folder to write <class>/*.png into."),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+) -> None:
+    """Write a bundled real dataset as an ImageFolder of PNG files."""
+    from transferkit.data.bundled import materialize
+
+    counts = _run(materialize, name, out_dir, overwrite=overwrite)
+    typer.echo(f"wrote {sum(counts.values())} images in {len(counts)} classes to {out_dir}")
+
+
+def main() -> None:
+    """Entry point of the ``transferkit`` script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

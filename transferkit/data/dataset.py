@@ -1,0 +1,127 @@
+"""PyTorch datasets and transforms built from a :class:`~transferkit.config.Preprocessing`.
+
+Evaluation uses :func:`transferkit.imaging.preprocess` (the same numpy code serving runs), so
+training, export validation and serving see identical tensors. Training adds PIL-level
+augmentation (torchvision v1 transforms on PIL images) before that same function.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from transferkit.config import AugmentConfig, Preprocessing
+from transferkit.imaging import ImageDecodeError, load_image, preprocess
+
+__all__ = ["ImageListDataset", "build_transform", "verify_images"]
+
+log = logging.getLogger(__name__)
+
+
+def _check(path: str) -> str | None:
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        with Image.open(path) as img:  # verify() does not decode pixels; load() does
+            img.load()
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means unusable
+        return f"{path}: {exc.__class__.__name__}: {exc}"
+
+
+def verify_images(samples: Sequence[tuple[str, int]], threads: int = 8
+                  ) -> tuple[list[tuple[str, int]], list[str]]:
+    """Decode every image once; drop the unreadable ones with a warning naming each.
+
+    Returns:
+        ``(good samples, list of "path: reason" for skipped files)``.
+    """
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        problems = list(pool.map(_check, [p for p, _ in samples]))
+    good = [s for s, prob in zip(samples, problems) if prob is None]
+    bad = [prob for prob in problems if prob is not None]
+    for prob in bad:
+        log.warning("skipping unreadable image %s", prob)
+    if bad:
+        log.warning("skipped %d unreadable image(s) of %d", len(bad), len(samples))
+    return good, bad
+
+
+def build_transform(prep: Preprocessing, augment: AugmentConfig | None
+                    ) -> Callable[[Image.Image], torch.Tensor]:
+    """Return ``PIL image -> float32 tensor [C, H, W]``.
+
+    With ``augment`` (training): random affine (rotation, translation, scale), optional horizontal
+    flip and colour jitter on the PIL image, then :func:`preprocess`. Without: :func:`preprocess`
+    only.
+    """
+    from torchvision import transforms as T
+
+    ops: list[Callable] = []
+    if augment is not None and augment.enabled:
+        if augment.rotation_deg or augment.translate or augment.scale_min != 1 or augment.scale_max != 1:
+            ops.append(T.RandomAffine(
+                degrees=augment.rotation_deg,
+                translate=(augment.translate, augment.translate) if augment.translate else None,
+                scale=(augment.scale_min, augment.scale_max),
+                interpolation=T.InterpolationMode.BILINEAR,
+            ))
+        if augment.hflip:
+            ops.append(T.RandomHorizontalFlip())
+        if augment.color_jitter:
+            j = augment.color_jitter
+            ops.append(T.ColorJitter(brightness=j, contrast=j, saturation=j))
+    aug = T.Compose(ops) if ops else None
+
+    def transform(img: Image.Image) -> torch.Tensor:
+        from transferkit.imaging import to_mode
+
+        img = to_mode(img, prep.channels)
+        if aug is not None:
+            img = aug(img)
+        return torch.from_numpy(preprocess(img, prep))
+
+    return transform
+
+
+class ImageListDataset(Dataset):
+    """Map-style dataset over ``(path, label)`` pairs.
+
+    Items are ``(image float32 [C, H, W], label int64 scalar)``. With ``cache=True`` the decoded
+    PIL images are kept in memory (small datasets such as digits).
+    """
+
+    def __init__(self, samples: Sequence[tuple[str, int]],
+                 transform: Callable[[Image.Image], torch.Tensor], cache: bool = False):
+        self.samples = list(samples)
+        self.transform = transform
+        self._cache: dict[int, Image.Image] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _image(self, idx: int) -> Image.Image:
+        if self._cache is not None and idx in self._cache:
+            return self._cache[idx]
+        img = load_image(self.samples[idx][0])
+        if self._cache is not None:
+            self._cache[idx] = img
+        return img
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            img = self._image(idx)
+        except ImageDecodeError as exc:  # became unreadable after verification
+            raise RuntimeError(f"image vanished or broke during the run: {exc}") from exc
+        return self.transform(img), torch.tensor(self.samples[idx][1], dtype=torch.long)
+
+
+def stack_images(arrays: Sequence[np.ndarray]) -> torch.Tensor:
+    """Stack ``[C, H, W]`` float32 arrays into a ``[N, C, H, W]`` tensor."""
+    return torch.from_numpy(np.stack(arrays).astype(np.float32, copy=False))

@@ -1,0 +1,135 @@
+"""Image decoding and preprocessing in numpy/Pillow: one implementation for training, export
+validation and serving, so a served prediction sees exactly the tensor the model was trained on.
+
+Imports neither torch nor ray (serving depends on it).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from transferkit.config import Preprocessing
+
+__all__ = ["ImageDecodeError", "ImageTooLargeError", "decode_image", "load_image", "to_mode", "preprocess", "IMAGE_EXTENSIONS"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
+
+
+class ImageDecodeError(ValueError):
+    """Bytes or a file that do not decode to an image (or exceed the pixel limit)."""
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """The image has more pixels than allowed (checked from the header, before decoding)."""
+
+
+def decode_image(data: bytes, max_pixels: int | None = None) -> Image.Image:
+    """Decode image bytes (PNG, JPEG, ... anything Pillow reads) fully into memory.
+
+    Args:
+        data: the encoded file's bytes.
+        max_pixels: refuse images with more pixels than this (decompression bombs).
+
+    Returns:
+        A loaded ``PIL.Image`` (any mode).
+
+    Raises:
+        ImageDecodeError: empty, truncated or unrecognised data, or too many pixels.
+    """
+    if not data:
+        raise ImageDecodeError("empty body: expected an encoded image (PNG, JPEG, ...)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise ImageTooLargeError(
+                    f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}"
+                )
+            img.load()
+    except ImageDecodeError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"cannot decode image: {exc}") from exc
+    return img
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Read and decode an image file.
+
+    Raises:
+        ImageDecodeError: the file is unreadable or not an image.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot read {path}: {exc}") from exc
+    try:
+        return decode_image(data)
+    except ImageDecodeError as exc:
+        raise ImageDecodeError(f"{path}: {exc}") from exc
+
+
+def to_mode(img: Image.Image, channels: int) -> Image.Image:
+    """Convert to ``L`` (1 channel) or ``RGB`` (3 channels; grey is replicated, alpha dropped
+    over black)."""
+    mode = "L" if channels == 1 else "RGB"
+    if img.mode == mode:
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or (arr.size and arr.max() > 255) else 255.0
+        img = Image.fromarray((arr / hi * 255.0).clip(0, 255).astype(np.uint8), "L")
+    elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+    return img.convert(mode)
+
+
+def resize_and_crop(img: Image.Image, prep: Preprocessing) -> Image.Image:
+    """Resize the shorter side to ``round(input_size / crop_pct)`` and center-crop
+    ``input_size`` x ``input_size`` (timm's eval transform), done as one resample of the kept
+    region (``Image.resize(box=...)``), so an extreme aspect ratio never allocates a huge
+    intermediate image."""
+    size = prep.input_size
+    resize_to = size / prep.crop_pct
+    w, h = img.size
+    scale = resize_to / min(w, h)
+    cw, ch = min(w, size / scale), min(h, size / scale)
+    left, top = (w - cw) / 2.0, (h - ch) / 2.0
+    if (w, h) == (size, size) and prep.crop_pct == 1.0:
+        return img
+    return img.resize((size, size), _RESAMPLE[prep.interpolation], box=(left, top, left + cw, top + ch))
+
+
+def preprocess(img: Image.Image, prep: Preprocessing) -> np.ndarray:
+    """Turn a decoded image into a model input.
+
+    Args:
+        img: a PIL image of any mode and size.
+        prep: the model's preprocessing (from ``model.pt`` or the ONNX metadata).
+
+    Returns:
+        float32 array of shape ``(channels, input_size, input_size)``, normalised
+        ``(x / 255 - mean) / std``.
+    """
+    img = resize_and_crop(to_mode(img, prep.channels), prep)
+    arr = np.asarray(img, dtype=np.float32) / np.float32(255.0)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    mean = np.asarray(prep.mean, dtype=np.float32)
+    std = np.asarray(prep.std, dtype=np.float32)
+    arr = (arr - mean) / std
+    return np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32)

@@ -1,0 +1,201 @@
+"""One build path for every architecture: construct, load pretrained weights, swap the head,
+freeze the first k stages (weights *and* BatchNorm statistics), and split parameters into
+backbone / head groups for the optimizer.
+
+Transfer from weights follows timm's ``load_pretrained``: tensors whose shapes differ from the new
+model (the 1000-class head) are dropped, missing and unexpected keys are logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from transferkit.config import ModelConfig, Preprocessing
+from transferkit.models.registry import ArchSpec, Stage, get_arch, model_stages
+from transferkit.models.weights import WeightsUnavailableError, load_state_dict_for
+
+__all__ = ["BuiltModel", "build_model", "freeze_stages", "set_train_mode", "param_groups",
+           "FreezeDepthError", "head_module", "count_parameters"]
+
+log = logging.getLogger(__name__)
+
+
+class FreezeDepthError(ValueError):
+    """``freeze_depth`` outside ``0..number of stages`` (the message gives the range)."""
+
+
+@dataclass
+class BuiltModel:
+    """A model ready for training plus what the rest of transferkit needs to know about it.
+
+    Attributes:
+        model: the ``nn.Module`` (input float32 ``[N, C, H, W]``, output logits ``[N, classes]``).
+        spec: the registry entry.
+        stages: named stages, in order.
+        frozen: qualified names of frozen modules (kept in eval mode during training).
+        preprocessing: what the weights expect (ImageNet statistics for torchvision enums).
+        weights_source: where the weights came from (``None`` for random init).
+    """
+
+    model: nn.Module
+    spec: ArchSpec
+    stages: list[Stage]
+    frozen: list[str] = field(default_factory=list)
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    weights_source: str | None = None
+
+
+def head_module(model: nn.Module, spec: ArchSpec) -> nn.Linear:
+    """The final ``nn.Linear`` of the head (``fc`` or the last Linear in ``classifier``)."""
+    head = model.get_submodule(spec.head)
+    if isinstance(head, nn.Linear):
+        return head
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    return linears[-1]
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (all, trainable or not)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _construct(spec: ArchSpec, cfg: ModelConfig, num_classes: int) -> nn.Module:
+    from torchvision.models import get_model
+
+    kwargs: dict[str, Any] = {"num_classes": num_classes}
+    if cfg.width_mult != 1.0:
+        if not spec.supports_width_mult:
+            raise ValueError(
+                f"model.width_mult={cfg.width_mult} is not supported by {spec.name} "
+                "(only mobilenet_v2, mobilenet_v3_small, mobilenet_v3_large); use 1.0"
+            )
+        kwargs["width_mult"] = cfg.width_mult
+    model = get_model(spec.name, weights=None, **kwargs)
+    if cfg.dropout is not None:
+        for m in model.get_submodule(spec.head).modules():
+            if isinstance(m, nn.Dropout):
+                m.p = cfg.dropout
+    return model
+
+
+def _load_pretrained(model: nn.Module, spec: ArchSpec, sd: dict[str, torch.Tensor]) -> None:
+    own = model.state_dict()
+    head_prefix = spec.head + "."
+    dropped = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]
+    body_mismatch = [k for k in dropped if not k.startswith(head_prefix)]
+    if body_mismatch:
+        raise WeightsUnavailableError(
+            f"pretrained weights do not fit {spec.name} (shape mismatch in {len(body_mismatch)} "
+            f"backbone tensors, e.g. {body_mismatch[0]}); a width_mult other than 1.0 has no "
+            "pretrained weights: use --weights none"
+        )
+    sd = {k: v for k, v in sd.items() if k not in dropped}
+    result = model.load_state_dict(sd, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(head_prefix)]
+    if missing:
+        raise WeightsUnavailableError(
+            f"weights lack {len(missing)} backbone tensors of {spec.name} (e.g. {missing[0]}); "
+            "are they for another architecture?"
+        )
+    if dropped:
+        log.info("new head for %s: dropped %s", spec.name, ", ".join(dropped))
+    if result.unexpected_keys:
+        log.warning("ignored unexpected keys: %s", ", ".join(result.unexpected_keys))
+
+
+def build_model(cfg: ModelConfig, num_classes: int, load_weights: bool = True) -> BuiltModel:
+    """Build ``cfg.arch`` for ``num_classes`` classes, load weights, freeze stages.
+
+    Args:
+        cfg: architecture, weights, freeze depth, width multiplier.
+        num_classes: size of the new head (>= 2).
+        load_weights: ``False`` skips loading (e.g. when a checkpoint is loaded next) but still
+            resolves the weights' preprocessing metadata where it needs no download.
+
+    Returns:
+        A :class:`BuiltModel`.
+
+    Raises:
+        UnknownArchError: ``cfg.arch`` is not registered.
+        WeightsUnavailableError: weights cannot be downloaded/read, or do not fit.
+        FreezeDepthError: ``cfg.freeze_depth`` is larger than the number of stages.
+    """
+    spec = get_arch(cfg.arch)
+    model = _construct(spec, cfg, num_classes)
+    prep = Preprocessing(input_size=spec.default_input_size)
+    source = None
+    if cfg.weights is not None and load_weights:
+        sd, info = load_state_dict_for(spec.name, cfg.weights)
+        _load_pretrained(model, spec, sd)
+        if "preprocessing" in info and isinstance(info["preprocessing"], dict):
+            prep = Preprocessing.model_validate(info["preprocessing"])
+        source = info.get("source")
+    stages = model_stages(model, spec)
+    built = BuiltModel(model, spec, stages, preprocessing=prep, weights_source=source)
+    freeze_stages(built, cfg.freeze_depth)
+    return built
+
+
+def freeze_stages(built: BuiltModel, depth: int) -> None:
+    """Freeze the first ``depth`` stages: ``requires_grad=False`` and BatchNorm kept in eval mode
+    (see :func:`set_train_mode`), so neither weights nor running statistics move.
+
+    Raises:
+        FreezeDepthError: ``depth`` not in ``0..len(stages)``.
+    """
+    n = len(built.stages)
+    if not 0 <= depth <= n:
+        raise FreezeDepthError(
+            f"model.freeze_depth={depth} is out of range for {built.spec.name}: allowed 0..{n} "
+            f"(0 trains everything, {n} is a linear probe; stages: "
+            f"{', '.join(s.name for s in built.stages)})"
+        )
+    built.frozen = [m for s in built.stages[:depth] for m in s.modules]
+    for name in built.frozen:
+        for p in built.model.get_submodule(name).parameters():
+            p.requires_grad_(False)
+
+
+def set_train_mode(model: nn.Module, frozen: list[str]) -> None:
+    """``model.train()`` but frozen modules stay in eval mode (their BatchNorm statistics fixed).
+
+    ``model`` may be wrapped in DDP (``.module`` is used)."""
+    inner = getattr(model, "module", model)
+    inner.train()
+    for name in frozen:
+        inner.get_submodule(name).eval()
+
+
+def _named_trainable(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            yield n, p
+
+
+def param_groups(model: nn.Module, spec: ArchSpec, backbone_lr: float, head_lr: float,
+                 weight_decay: float) -> list[dict[str, Any]]:
+    """Optimizer parameter groups: backbone/head x decay/no-decay.
+
+    Frozen parameters are left out (no update, no weight decay); biases and normalisation
+    parameters (1-D tensors) get no weight decay.
+    """
+    inner = getattr(model, "module", model)
+    head_prefix = spec.head + "."
+    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
+    for n, p in _named_trainable(inner):
+        part = "head" if n.startswith(head_prefix) else "backbone"
+        groups.setdefault((part, p.ndim > 1), []).append(p)
+    out = []
+    for (part, decay), params in sorted(groups.items()):
+        out.append({
+            "params": params,
+            "lr": head_lr if part == "head" else backbone_lr,
+            "weight_decay": weight_decay if decay else 0.0,
+            "name": f"{part}{'' if decay else '_no_decay'}",
+        })
+    return out

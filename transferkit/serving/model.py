@@ -1,0 +1,385 @@
+"""An ONNX image classifier on ONNX Runtime alone: load, preprocess, predict, postprocess.
+
+Lifecycle after KServe's ``Model``: constructing :class:`OnnxClassifier` loads the session, reads
+the transferkit metadata written by ``transferkit export`` and runs one warm-up batch, so an
+instance that exists is ready. Imports neither torch nor ray: a serving install needs only
+onnxruntime, numpy and Pillow.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+from transferkit.imaging import ImageDecodeError, decode_image, preprocess
+from transferkit.metadata import ModelMetadata
+
+__all__ = [
+    "OnnxClassifier",
+    "ModelLoadError",
+    "ImageTooLargeError",
+    "default_providers",
+    "gpu_present",
+    "softmax",
+]
+
+log = logging.getLogger(__name__)
+
+_MAX_AUTO_THREADS = 4
+_ORT_DTYPES = {"tensor(float)": "FP32"}
+
+
+class ModelLoadError(RuntimeError):
+    """The ONNX file cannot be served: unreadable, or graph and metadata disagree."""
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """The encoded image declares more pixels than the server accepts (decompression bombs)."""
+
+
+def gpu_present() -> bool:
+    """Whether the CUDA driver sees at least one GPU (asked through ``libcuda``; no torch).
+
+    Returns:
+        True when ``cuInit`` succeeds and ``cuDeviceGetCount`` reports one or more devices.
+    """
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    count = ctypes.c_int(0)
+    try:
+        return cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+    except (AttributeError, OSError):
+        return False
+
+
+def default_providers() -> list[str]:
+    """ORT execution providers to ask for: CUDA first only when built in *and* a GPU is present.
+
+    Asking for CUDA on a machine without a GPU logs an error before falling back, so the CPU
+    provider alone is requested there.
+    """
+    if "CUDAExecutionProvider" in ort.get_available_providers() and gpu_present():
+        if hasattr(ort, "preload_dlls"):  # CUDA/cuDNN from the nvidia-* wheels, without torch
+            try:
+                ort.preload_dlls()
+            except Exception as exc:  # noqa: BLE001 - best effort; ORT reports what is missing
+                log.warning("onnxruntime.preload_dlls failed: %s", exc)
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (affinity-aware where the OS tells)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def resolve_threads(requested: int) -> int:
+    """ORT intra-op threads: ``0`` = ``min(available CPUs, 4)``; never more than the CPUs.
+
+    Raises:
+        ValueError: ``requested`` is negative.
+    """
+    if requested < 0:
+        raise ValueError(f"intra_op_threads must be >= 0 (0 = automatic); got {requested}")
+    cpus = available_cpus()
+    if requested == 0:
+        return min(cpus, _MAX_AUTO_THREADS)
+    if requested > cpus:
+        log.warning("intra_op_threads=%d exceeds the %d available CPUs; using %d", requested, cpus, cpus)
+    return min(requested, cpus)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable softmax over the last axis, in float64.
+
+    Args:
+        logits: ``[..., K]`` array of any float dtype.
+
+    Returns:
+        float64 ``[..., K]`` probabilities in [0, 1], summing to 1 along the last axis.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def check_pixels(data: bytes, max_pixels: int) -> None:
+    """Refuse an image whose header declares more than ``max_pixels`` pixels, before decoding.
+
+    Only the header is read. Undecodable data passes through, for ``decode_image`` to report.
+    Pillow's own bomb guard (``Image.MAX_IMAGE_PIXELS``) also applies, so the effective limit is
+    the smaller of the two.
+
+    Raises:
+        ImageTooLargeError: width x height exceeds ``max_pixels`` or Pillow's bomb limit.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(f"image exceeds the decompression-bomb pixel limit: {exc}") from exc
+    except Exception:  # noqa: BLE001 - not an image header: decode_image names the problem
+        return
+    if w * h > max_pixels:
+        raise ImageTooLargeError(f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}")
+
+
+def _shape(dims: Sequence[Any]) -> list[int]:
+    """ORT shape with symbolic/unknown dimensions (strings, None) as -1."""
+    return [d if isinstance(d, int) and d >= 0 else -1 for d in dims]
+
+
+class OnnxClassifier:
+    """One ONNX classifier exported by ``transferkit export``, served with ONNX Runtime.
+
+    The graph takes float32 ``[N, C, H, W]`` (the metadata's ``Preprocessing``) and returns
+    float32 logits ``[N, K]``, one column per class name. ``session.run`` is thread-safe, so one
+    instance serves concurrent requests.
+
+    Args:
+        path: the ``.onnx`` file (self-contained; transferkit metadata in ``metadata_props``).
+        name: model name reported by the server; defaults to the file stem.
+        intra_op_threads: ORT intra-op threads; 0 = ``min(available CPUs, 4)``. Values above the
+            available CPUs are capped.
+        providers: ORT execution providers; default: CUDA when a GPU is present, else CPU.
+        max_image_pixels: images declaring more pixels are refused (:class:`ImageTooLargeError`).
+
+    Raises:
+        ModelLoadError: the file is missing or not a loadable ONNX model, its input is not
+            float32 ``[N, C, H, W]`` matching the preprocessing, or the output width differs from
+            the class count.
+        transferkit.metadata.MetadataError: the file carries no (or malformed) transferkit
+            metadata.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        name: str | None = None,
+        intra_op_threads: int = 0,
+        providers: Sequence[str] | None = None,
+        max_image_pixels: int = 50_000_000,
+    ) -> None:
+        self.path = Path(path)
+        self.name = name or self.path.stem
+        self.max_image_pixels = max_image_pixels
+        self.intra_op_threads = resolve_threads(intra_op_threads)
+        self.session = self._open(list(providers) if providers else default_providers())
+        self.metadata = ModelMetadata.from_props(self.session.get_modelmeta().custom_metadata_map)
+        self.preprocessing = self.metadata.preprocessing
+        self.input_name, self.output_name = self._io_names()
+        self._check_input()
+        self.num_classes = len(self.metadata.class_names)
+        self._warm_up()
+        log.info(
+            "loaded %s (%s, %d classes) on %s with %d intra-op threads",
+            self.path, self.metadata.arch, self.num_classes, self.providers, self.intra_op_threads,
+        )
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    def _open(self, providers: list[str]) -> ort.InferenceSession:
+        if not self.path.is_file():
+            raise ModelLoadError(f"ONNX file not found: {self.path}")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.intra_op_threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            return ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
+        except Exception as exc:  # ORT raises its own (non-exported) exception types
+            raise ModelLoadError(f"cannot load ONNX model {self.path}: {exc}") from exc
+
+    def _io_names(self) -> tuple[str, str]:
+        """The metadata's input/output names when the graph has them, else the first of each."""
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        in_name = self.metadata.input_name if self.metadata.input_name in inputs else inputs[0]
+        out_name = self.metadata.output_name if self.metadata.output_name in outputs else outputs[0]
+        if (in_name, out_name) != (self.metadata.input_name, self.metadata.output_name):
+            log.warning(
+                "metadata names input %r / output %r, graph has %s / %s; using %r / %r",
+                self.metadata.input_name, self.metadata.output_name, inputs, outputs, in_name, out_name,
+            )
+        return in_name, out_name
+
+    def _node(self, name: str, nodes: Sequence[Any]) -> Any:
+        return next(n for n in nodes if n.name == name)
+
+    def _check_input(self) -> None:
+        node = self._node(self.input_name, self.session.get_inputs())
+        prep = self.preprocessing
+        expected = [-1, prep.channels, prep.input_size, prep.input_size]
+        shape = _shape(node.shape)
+        if node.type != "tensor(float)":
+            raise ModelLoadError(f"input {node.name!r} is {node.type}; transferkit serves float32 inputs")
+        if len(shape) != 4 or any(s not in (-1, e) for s, e in zip(shape[1:], expected[1:])):
+            raise ModelLoadError(
+                f"input {node.name!r} has shape {shape}; the metadata's preprocessing gives {expected}"
+            )
+
+    def _warm_up(self) -> None:
+        """Run one zeros batch (allocations, kernel choice) and check the output width."""
+        p = self.preprocessing
+        x = np.zeros((1, p.channels, p.input_size, p.input_size), dtype=np.float32)
+        try:
+            logits = self.predict_batch(x)
+        except Exception as exc:
+            raise ModelLoadError(f"warm-up inference failed for {self.path}: {exc}") from exc
+        if logits.ndim != 2 or logits.shape[1] != self.num_classes:
+            raise ModelLoadError(
+                f"output {self.output_name!r} has shape {list(logits.shape)} for one image; the "
+                f"metadata lists {self.num_classes} class names"
+            )
+
+    # -- properties ------------------------------------------------------------------------------
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers the session actually uses, in priority order."""
+        return list(self.session.get_providers())
+
+    @property
+    def class_names(self) -> list[str]:
+        """One name per logit column."""
+        return list(self.metadata.class_names)
+
+    # -- inference -------------------------------------------------------------------------------
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """Decoded image -> model input, exactly as in training (``transferkit.imaging.preprocess``).
+
+        Args:
+            image: a PIL image of any mode and size.
+
+        Returns:
+            float32 ``(C, H, W)``, normalised with the metadata's mean/std.
+        """
+        return preprocess(image, self.preprocessing)
+
+    def predict_batch(self, x: np.ndarray) -> np.ndarray:
+        """Run the graph.
+
+        Args:
+            x: float32 ``[N, C, H, W]`` preprocessed images.
+
+        Returns:
+            float32 logits ``[N, K]``.
+
+        Raises:
+            ValueError: ``x`` is not a 4-D array (ORT raises for other shape/dtype mismatches).
+        """
+        if x.ndim != 4:
+            raise ValueError(f"expected a [N, C, H, W] batch; got shape {list(x.shape)}")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        (logits,) = self.session.run([self.output_name], {self.input_name: x})
+        return logits
+
+    def postprocess(self, logits: np.ndarray, top_k: int) -> list[dict[str, Any]]:
+        """Logits of one image -> the ``top_k`` most probable classes.
+
+        Args:
+            logits: ``[K]`` logits.
+            top_k: how many to return (capped at K; at least 1).
+
+        Returns:
+            ``[{"label": str, "probability": float}, ...]`` sorted by probability, descending
+            (ties: lower class index first).
+        """
+        probs = softmax(logits)
+        k = max(1, min(int(top_k), probs.shape[-1]))
+        order = np.argsort(-probs, kind="stable")[:k]
+        names = self.metadata.class_names
+        return [{"label": names[i], "probability": float(probs[i])} for i in order]
+
+    def decode(self, data: bytes, max_pixels: int | None = None) -> Image.Image:
+        """Encoded bytes -> loaded PIL image, with the pixel limit applied before decoding.
+
+        Args:
+            data: the file's bytes.
+            max_pixels: pixel limit; ``None`` = the instance's ``max_image_pixels``.
+
+        Raises:
+            ImageTooLargeError: more than ``max_pixels`` pixels, or an aspect ratio whose resize
+                would exceed them.
+            ImageDecodeError: empty, truncated or not an image.
+        """
+        limit = self.max_image_pixels if max_pixels is None else max_pixels
+        if data:
+            check_pixels(data, limit)
+        img = decode_image(data, max_pixels=limit)
+        self._check_resized_pixels(img.size, limit)
+        return img
+
+    def _check_resized_pixels(self, size: tuple[int, int], limit: int) -> None:
+        """Refuse extreme aspect ratios: resizing the shorter side up to the model's size would
+        allocate ``resize_to**2 * long / short`` pixels (a 1 x 10^6 strip becomes 32 x 3.2*10^7).
+
+        Raises:
+            ImageTooLargeError: the intermediate resized image would exceed ``limit`` pixels.
+        """
+        resize_to = int(round(self.preprocessing.input_size / self.preprocessing.crop_pct))
+        short, long = sorted(size)
+        resized = resize_to * max(resize_to, int(round(long * resize_to / max(short, 1))))
+        if resized > limit:
+            raise ImageTooLargeError(
+                f"image is {size[0]}x{size[1]}: resizing its shorter side to {resize_to} would "
+                f"make {resized} pixels; the limit is {limit} (aspect ratio too extreme)"
+            )
+
+    def predict_image_bytes(
+        self, data: bytes, top_k: int = 5, max_pixels: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Classify one encoded image (PNG, JPEG, ...). Blocking: call from a worker thread.
+
+        Args:
+            data: the file's bytes.
+            top_k: number of classes returned (capped at the class count).
+            max_pixels: pixel limit; ``None`` = the instance's ``max_image_pixels``.
+
+        Returns:
+            ``[{"label": str, "probability": float}, ...]``, probability descending.
+
+        Raises:
+            ImageTooLargeError: the image has more pixels than the limit.
+            ImageDecodeError: the bytes are empty or not a decodable image.
+        """
+        x = self.preprocess(self.decode(data, max_pixels))
+        logits = self.predict_batch(x[None])
+        return self.postprocess(logits[0], top_k)
+
+    def metadata_dict(self) -> dict[str, Any]:
+        """JSON-ready description for ``GET /v1/model``; symbolic dimensions are -1."""
+        inp = self._node(self.input_name, self.session.get_inputs())
+        out = self._node(self.output_name, self.session.get_outputs())
+        return {
+            "name": self.name,
+            "arch": self.metadata.arch,
+            "class_names": self.class_names,
+            "num_classes": self.num_classes,
+            "preprocessing": self.preprocessing.model_dump(mode="json"),
+            "input": {"name": inp.name, "shape": _shape(inp.shape), "datatype": _ORT_DTYPES.get(inp.type, inp.type)},
+            "output": {"name": out.name, "shape": _shape(out.shape), "datatype": _ORT_DTYPES.get(out.type, out.type)},
+            "execution_providers": self.providers,
+            "intra_op_threads": self.intra_op_threads,
+            "source_run": self.metadata.source_run,
+            "extra": self.metadata.extra,
+        }
+

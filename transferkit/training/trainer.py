@@ -1,0 +1,275 @@
+"""Driver side of fine-tuning: validate, resolve data and preprocessing, run the Ray Train
+``TorchTrainer``, then write the portable ``model.pt``, metrics and the test evaluation.
+
+Run folder layout (``cfg.output``)::
+
+    config.yaml          resolved config (``transferkit finetune --config`` accepts it)
+    versions.json        package versions
+    splits.json          the exact file lists of train/val/test (resume keeps them)
+    checkpoint_*/        Ray Train checkpoints (best-k by val top-1, plus the latest)
+    metrics.jsonl        one JSON line per epoch
+    model.pt             best epoch's weights + architecture, class names, preprocessing
+    test_metrics.json    final evaluation on the test split
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.utils.data import DataLoader
+
+from transferkit.config import ConfigError, FinetuneConfig, Preprocessing, save_config
+from transferkit.data.dataset import ImageListDataset, build_transform, verify_images
+from transferkit.data.folder import Splits, resolve_splits
+from transferkit.models import BuiltModel, build_model, count_parameters
+from transferkit.models.portable import save_portable
+from transferkit.training.evaluate import eval_sums, sums_to_metrics
+from transferkit.training.loop import STATE_FILE, train_loop_per_worker
+
+__all__ = ["finetune", "RunExistsError", "TrainingError", "resolve_preprocessing", "prepare_run",
+           "RunPlan", "evaluate_split", "ensure_ray"]
+
+log = logging.getLogger(__name__)
+
+PACKAGES = ("transferkit", "torch", "torchvision", "ray", "onnx", "onnxruntime-gpu", "onnxruntime",
+            "numpy", "Pillow", "scikit-learn", "pydantic")
+
+
+class RunExistsError(FileExistsError):
+    """The run folder exists and neither ``--resume`` nor ``--overwrite`` was given."""
+
+
+class TrainingError(RuntimeError):
+    """The Ray Train run failed (the cause is chained)."""
+
+
+@dataclass
+class RunPlan:
+    """What the driver resolved before any worker starts."""
+
+    cfg: FinetuneConfig
+    run_dir: Path
+    splits: Splits
+    preprocessing: Preprocessing
+    built: BuiltModel
+
+
+def resolve_preprocessing(built: BuiltModel, image_size: int | None) -> Preprocessing:
+    """The weights' preprocessing, with ``image_size`` overriding the input size.
+
+    An override resizes the whole image to ``image_size`` (``crop_pct=1.0``): small inputs such as
+    8x8 digits must not lose their borders to an ImageNet-style center crop.
+    """
+    prep = built.preprocessing
+    if image_size is not None:
+        prep = prep.model_copy(update={"input_size": image_size, "crop_pct": 1.0})
+    return prep
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that decide a run's result."""
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _prepare_folder(run_dir: Path, resume: bool, overwrite: bool) -> bool:
+    """Return True when an existing run is continued."""
+    exists = run_dir.exists() and any(run_dir.iterdir())
+    if exists and overwrite:
+        shutil.rmtree(run_dir)
+        exists = False
+    if exists and not resume:
+        raise RunExistsError(
+            f"run folder {run_dir} already exists: pass --resume to continue it from its latest "
+            "checkpoint, --overwrite to start afresh, or choose another --output")
+    if resume and not exists:
+        raise RunExistsError(f"--resume: run folder {run_dir} does not exist (nothing to resume)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return exists
+
+
+def prepare_run(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = False) -> RunPlan:
+    """Everything that can fail fast, before Ray starts: folder policy, dataset, model, weights,
+    freeze depth; writes config, versions and splits into the run folder.
+
+    Raises:
+        RunExistsError, DatasetError, UnknownArchError, WeightsUnavailableError, FreezeDepthError.
+    """
+    run_dir = Path(cfg.output).expanduser().resolve()
+    continuing = _prepare_folder(run_dir, resume, overwrite)
+    if continuing and (run_dir / "splits.json").is_file():
+        splits = Splits.from_json((run_dir / "splits.json").read_text())
+    else:
+        splits = resolve_splits(cfg.data.dataset, cfg.data.val_fraction, cfg.data.test_fraction,
+                                cfg.seed, materialize_root=run_dir)
+        good_train, bad_tr = verify_images(splits.train)
+        good_val, bad_val = verify_images(splits.val)
+        good_test, bad_te = verify_images(splits.test)
+        splits.train, splits.val, splits.test = good_train, good_val, good_test
+        splits.skipped = bad_tr + bad_val + bad_te
+        if splits.skipped:
+            print(f"[transferkit] skipped {len(splits.skipped)} unreadable image(s); see splits.json")
+    if not splits.train or not splits.val:
+        raise ConfigError(
+            f"data: need training and validation images; got {splits.counts()} "
+            "(raise data.val_fraction or add a val/ folder)")
+    built = build_model(cfg.model, len(splits.class_names))
+    prep = resolve_preprocessing(built, cfg.data.image_size)
+    save_config(cfg, run_dir / "config.yaml")
+    (run_dir / "versions.json").write_text(json.dumps(package_versions(), indent=2))
+    (run_dir / "splits.json").write_text(splits.to_json())
+    return RunPlan(cfg, run_dir, splits, prep, built)
+
+
+def ensure_ray() -> bool:
+    """Connect to a Ray cluster (``RAY_ADDRESS``) or start a local one. Returns True when this call
+    started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    ray.init(logging_level=logging.WARNING, log_to_driver=True)
+    return True
+
+
+def _check_resources(cfg: FinetuneConfig) -> None:
+    import ray
+
+    res = ray.cluster_resources()
+    need_cpu = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
+    if need_cpu > res.get("CPU", 0) + 1e-9 and not _autoscaling():
+        raise ConfigError(
+            f"scaling: {cfg.scaling.num_workers} workers x {cfg.scaling.cpus_per_worker} CPU = "
+            f"{need_cpu} CPUs, but the Ray cluster has {res.get('CPU', 0)}; lower "
+            "scaling.num_workers or scaling.cpus_per_worker")
+    if cfg.scaling.use_gpu and res.get("GPU", 0) <= 0 and not _autoscaling():
+        raise ConfigError("scaling.use_gpu=true but the Ray cluster has no GPU; set use_gpu=false")
+
+
+def _autoscaling() -> bool:
+    import os
+
+    return bool(os.environ.get("RAY_ADDRESS")) and os.environ.get("TRANSFERKIT_STRICT_RESOURCES") != "1"
+
+
+def evaluate_split(model: torch.nn.Module, samples, prep: Preprocessing, num_classes: int,
+                   batch_size: int = 128) -> dict[str, float]:
+    """Top-1/top-5/loss of ``model`` (eval mode, CPU) on ``samples``."""
+    ds = ImageListDataset(samples, build_transform(prep, None))
+    loader = DataLoader(ds, batch_size=batch_size)
+    model.eval()
+    sums = eval_sums(model, loader, torch.device("cpu"))
+    out = sums_to_metrics(sums, num_classes, "test")
+    out["test_images"] = float(len(samples))
+    return out
+
+
+def finetune(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = False,
+             objective_factory: Callable[[FinetuneConfig], Any] | None = None) -> dict[str, Any]:
+    """Fine-tune ``cfg.model`` on ``cfg.data`` with Ray Train; see the module doc for outputs.
+
+    Args:
+        cfg: the resolved config.
+        resume: continue an existing run folder from its latest checkpoint.
+        overwrite: delete an existing run folder first.
+        objective_factory: ``cfg -> Objective`` run inside each worker (default cross-entropy).
+
+    Returns:
+        Summary dict: run folder, best epoch metrics, test metrics, parameter count.
+
+    Raises:
+        RunExistsError, ConfigError and the model/data errors of :func:`prepare_run`;
+        TrainingError when the distributed run fails.
+    """
+    plan = prepare_run(cfg, resume, overwrite)
+    counts = plan.splits.counts()
+    print(f"[transferkit] run folder {plan.run_dir}")
+    print(f"[transferkit] data {counts} classes={len(plan.splits.class_names)}; "
+          f"input {plan.preprocessing.input_size}px; model {cfg.model.arch} "
+          f"({count_parameters(plan.built.model):,} parameters, freeze_depth={cfg.model.freeze_depth}"
+          f" of {len(plan.built.stages)} stages)")
+    print(f"[transferkit] {cfg.scaling.num_workers} workers x batch {cfg.optim.batch_size} = global "
+          f"batch {cfg.scaling.num_workers * cfg.optim.batch_size}")
+    result = _fit(plan, objective_factory)
+    return _finish(plan, result)
+
+
+def _fit(plan: RunPlan, objective_factory) -> Any:
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    cfg = plan.cfg
+    ensure_ray()
+    _check_resources(cfg)
+    resources = {"CPU": cfg.scaling.cpus_per_worker}
+    if cfg.scaling.use_gpu:
+        resources["GPU"] = cfg.scaling.gpus_per_worker
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "splits": plan.splits.to_json(),
+                           "preprocessing": plan.preprocessing.model_dump(mode="json"),
+                           "objective_factory": objective_factory},
+        scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(
+            name=plan.run_dir.name, storage_path=str(plan.run_dir.parent),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints,
+                                               checkpoint_score_attribute="val_acc",
+                                               checkpoint_score_order="max")),
+    )
+    try:
+        return trainer.fit()
+    except Exception as exc:  # noqa: BLE001 - Ray wraps worker errors in several types
+        raise TrainingError(f"training failed: {exc}") from exc
+
+
+def _load_state(checkpoint) -> dict[str, Any]:
+    with checkpoint.as_directory() as d:
+        return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def _finish(plan: RunPlan, result: Any) -> dict[str, Any]:
+    cfg, run_dir = plan.cfg, plan.run_dir
+    if result.checkpoint is None:
+        raise TrainingError(f"training produced no checkpoint in {run_dir}")
+    latest = _load_state(result.checkpoint)
+    history = latest["history"]
+    with open(run_dir / "metrics.jsonl", "w") as f:
+        for row in history:
+            f.write(json.dumps(row) + "\n")
+    best = max(history, key=lambda m: (m["val_acc"], -m["val_loss"], m["epoch"]))
+    ranked = sorted(result.best_checkpoints or [], key=lambda cm: (cm[1]["val_acc"], -cm[1]["val_loss"],
+                                                                  cm[1]["epoch"]), reverse=True)
+    best_ckpt = ranked[0][0] if ranked else result.checkpoint
+    state = _load_state(best_ckpt)
+    model = plan.built.model
+    model.load_state_dict(state["model"])
+    model.eval()
+    best = next((m for m in history if m["epoch"] == state["epoch"] + 1), best)
+    test = (evaluate_split(model, plan.splits.test, plan.preprocessing, len(plan.splits.class_names))
+            if plan.splits.test else {})
+    save_portable(run_dir / "model.pt", model, cfg.model.arch, plan.splits.class_names,
+                  plan.preprocessing, cfg.model.width_mult, source=str(run_dir),
+                  metrics={k: v for k, v in {**best, **test}.items() if isinstance(v, (int, float))})
+    (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
+    summary = {"run_dir": str(run_dir), "best_epoch": best["epoch"], "best_val_acc": best["val_acc"],
+               "parameters": count_parameters(model), **test}
+    print(f"[transferkit] best epoch {best['epoch']}: val_acc {best['val_acc']:.4f}")
+    if test:
+        print(f"[transferkit] test: top-1 {test['test_acc']:.4f} on {int(test['test_images'])} images"
+              + (f", top-5 {test['test_top5']:.4f}" if "test_top5" in test else ""))
+    print(f"[transferkit] wrote {run_dir / 'model.pt'}")
+    return summary
