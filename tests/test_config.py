@@ -51,3 +51,10 @@ def test_preprocessing_mean_std_length_must_match_channels():
 def test_missing_config_file_is_clear(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(FinetuneConfig, tmp_path / "nope.yaml")
+
+
+def test_flags_not_given_never_reach_validation():
+    """Nested ``None`` overrides (options not given) are dropped even without a config file."""
+    cfg = load_config(FinetuneConfig, None, {"data": {"dataset": None, "augment": {"hflip": None}},
+                                             "model": {"arch": "resnet18"}})
+    assert cfg.data.dataset == "digits" and cfg.model.arch == "resnet18"

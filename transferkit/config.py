@@ -25,6 +25,8 @@ __all__ = [
     "OptimConfig",
     "ScalingConf",
     "FinetuneConfig",
+    "KDConfig",
+    "DistillConfig",
     "ExportConfig",
     "ServeConfig",
     "load_config",
@@ -156,7 +158,8 @@ class OptimConfig(_Strict):
 
     Learning rates are per parameter group: ``backbone_lr`` for unfrozen backbone stages,
     ``head_lr`` for the new classifier head. Weight decay is not applied to biases and norm
-    parameters. Schedule: linear warmup for ``warmup_epochs`` then cosine decay to
+    parameters. Schedule: linear warmup for ``warmup_epochs`` (capped below the run's length)
+    then cosine decay to
     ``min_lr_ratio`` x the base rate (Loshchilov & Hutter 2017, SGDR), stepped every batch.
     """
 
@@ -171,23 +174,21 @@ class OptimConfig(_Strict):
     batch_size: int = Field(32, ge=1, le=65536)
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
 
-    @model_validator(mode="after")
-    def _warmup(self) -> "OptimConfig":
-        if self.warmup_epochs >= self.epochs and self.epochs > 1:
-            raise ValueError(
-                f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs})"
-            )
-        return self
-
 
 class ScalingConf(_Strict):
     """Ray Train scaling: ``num_workers`` DDP workers, each holding ``cpus_per_worker`` CPUs and,
-    with ``use_gpu``, ``gpus_per_worker`` GPUs."""
+    with ``use_gpu``, ``gpus_per_worker`` GPUs.
+
+    Attributes:
+        autoscale: the cluster grows on demand (Ray autoscaler); skips the up-front check that
+            the workers fit the resources the cluster has now.
+    """
 
     num_workers: int = Field(2, ge=1, le=4096)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0.0)
     gpus_per_worker: float = Field(1.0, ge=0.0)
+    autoscale: bool = False
 
 
 class FinetuneConfig(_Strict):
@@ -206,6 +207,85 @@ class FinetuneConfig(_Strict):
     output: str = "runs/finetune"
     seed: int = 0
     keep_checkpoints: int = Field(2, ge=1, le=100)
+
+
+class KDConfig(_Strict):
+    """Distillation loss (Hinton et al. 2015; hints: Romero et al. 2015).
+
+    ``loss = hard_weight * CE(y, s) + soft_weight * T^2 * KL(softmax(t/T) || softmax(s/T))
+    [+ hint_weight * sum MSE(proj(student_stage), teacher_stage)]``.
+
+    Attributes:
+        temperature: softening temperature ``T`` (> 0).
+        hard_weight: weight of the cross-entropy with the labels (0 allowed).
+        soft_weight: weight of the temperature-scaled KL to the teacher.
+        hints: ``[[student_stage, teacher_stage], ...]`` by the stage names freezing uses
+            (``transferkit models ARCH`` lists them).
+        hint_weight: weight of the FitNets hint MSE.
+    """
+
+    temperature: float = Field(4.0, gt=0.0, le=100.0)
+    hard_weight: float = Field(0.5, ge=0.0)
+    soft_weight: float = Field(0.5, ge=0.0)
+    hints: list[tuple[str, str]] = Field(default_factory=list)
+    hint_weight: float = Field(0.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> "KDConfig":
+        if self.hard_weight == 0 and self.soft_weight == 0:
+            raise ValueError("hard_weight and soft_weight are both 0: nothing to learn from")
+        if self.hints and self.hint_weight == 0:
+            raise ValueError("hints are given but hint_weight is 0; set kd.hint_weight > 0")
+        return self
+
+
+def _student_model() -> "ModelConfig":
+    return ModelConfig(arch="mobilenet_v3_small", weights=None, width_mult=0.5, freeze_depth=0)
+
+
+def _student_optim() -> "OptimConfig":
+    return OptimConfig(epochs=30, backbone_lr=3e-3, head_lr=3e-3, weight_decay=0.05,
+                       warmup_epochs=2.0, label_smoothing=0.0)
+
+
+class DistillConfig(FinetuneConfig):
+    """``transferkit distill``: a fine-tuned teacher teaches a compact student.
+
+    ``model`` is the student (default: MobileNetV3-small at width 0.5, from scratch) and ``optim``
+    its training budget (default: 30 epochs, AdamW 3e-3). A student without weights of its own
+    takes the teacher's preprocessing.
+
+    Attributes:
+        teacher: the teacher's run folder or ``model.pt``.
+        kd: the distillation loss.
+        unlabeled: a folder of unlabelled images (any layout) used as extra transfer set: the
+            teacher supplies the targets.
+        baseline: also train a label-only student (same architecture, epochs and data) for the
+            report.
+        baseline_dataset: train that baseline on this dataset instead (e.g. all the labels when
+            the student itself sees only some of them).
+    """
+
+    teacher: str
+    kd: KDConfig = Field(default_factory=KDConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _student_defaults(cls, data: Any) -> Any:
+        """Partial ``model``/``optim`` sections fill in from the *student* defaults."""
+        if isinstance(data, dict):
+            data = dict(data)
+            for key, factory in (("model", _student_model), ("optim", _student_optim)):
+                if isinstance(data.get(key), dict):
+                    data[key] = {**factory().model_dump(), **data[key]}
+        return data
+
+    model: ModelConfig = Field(default_factory=_student_model)
+    optim: OptimConfig = Field(default_factory=_student_optim)
+    output: str = "runs/student"
+    unlabeled: str | None = None
+    baseline: bool = True
+    baseline_dataset: str | None = None
 
 
 class ExportConfig(_Strict):
@@ -286,8 +366,9 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     for key, value in override.items():
         if value is None:
             continue
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
+        if isinstance(value, dict):
+            base_value = out.get(key)
+            out[key] = deep_merge(base_value if isinstance(base_value, dict) else {}, value)
         else:
             out[key] = value
     return out

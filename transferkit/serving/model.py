@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from transferkit.imaging import ImageDecodeError, decode_image, preprocess
+from transferkit.imaging import ImageDecodeError, ImageTooLargeError, decode_image, preprocess
 from transferkit.metadata import ModelMetadata
 
 __all__ = [
@@ -40,10 +40,6 @@ _ORT_DTYPES = {"tensor(float)": "FP32"}
 
 class ModelLoadError(RuntimeError):
     """The ONNX file cannot be served: unreadable, or graph and metadata disagree."""
-
-
-class ImageTooLargeError(ImageDecodeError):
-    """The encoded image declares more pixels than the server accepts (decompression bombs)."""
 
 
 def gpu_present() -> bool:
@@ -317,32 +313,13 @@ class OnnxClassifier:
             max_pixels: pixel limit; ``None`` = the instance's ``max_image_pixels``.
 
         Raises:
-            ImageTooLargeError: more than ``max_pixels`` pixels, or an aspect ratio whose resize
-                would exceed them.
+            ImageTooLargeError: more than ``max_pixels`` pixels.
             ImageDecodeError: empty, truncated or not an image.
         """
         limit = self.max_image_pixels if max_pixels is None else max_pixels
         if data:
             check_pixels(data, limit)
-        img = decode_image(data, max_pixels=limit)
-        self._check_resized_pixels(img.size, limit)
-        return img
-
-    def _check_resized_pixels(self, size: tuple[int, int], limit: int) -> None:
-        """Refuse extreme aspect ratios: resizing the shorter side up to the model's size would
-        allocate ``resize_to**2 * long / short`` pixels (a 1 x 10^6 strip becomes 32 x 3.2*10^7).
-
-        Raises:
-            ImageTooLargeError: the intermediate resized image would exceed ``limit`` pixels.
-        """
-        resize_to = int(round(self.preprocessing.input_size / self.preprocessing.crop_pct))
-        short, long = sorted(size)
-        resized = resize_to * max(resize_to, int(round(long * resize_to / max(short, 1))))
-        if resized > limit:
-            raise ImageTooLargeError(
-                f"image is {size[0]}x{size[1]}: resizing its shorter side to {resize_to} would "
-                f"make {resized} pixels; the limit is {limit} (aspect ratio too extreme)"
-            )
+        return decode_image(data, max_pixels=limit)
 
     def predict_image_bytes(
         self, data: bytes, top_k: int = 5, max_pixels: int | None = None

@@ -146,23 +146,24 @@ def ensure_ray() -> bool:
 
 
 def _check_resources(cfg: FinetuneConfig) -> None:
+    """Refuse a run whose workers cannot fit the cluster (it would wait forever)."""
     import ray
 
+    if cfg.scaling.autoscale:
+        return
     res = ray.cluster_resources()
     need_cpu = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
-    if need_cpu > res.get("CPU", 0) + 1e-9 and not _autoscaling():
+    if need_cpu > res.get("CPU", 0) + 1e-9:
         raise ConfigError(
             f"scaling: {cfg.scaling.num_workers} workers x {cfg.scaling.cpus_per_worker} CPU = "
-            f"{need_cpu} CPUs, but the Ray cluster has {res.get('CPU', 0)}; lower "
-            "scaling.num_workers or scaling.cpus_per_worker")
-    if cfg.scaling.use_gpu and res.get("GPU", 0) <= 0 and not _autoscaling():
-        raise ConfigError("scaling.use_gpu=true but the Ray cluster has no GPU; set use_gpu=false")
-
-
-def _autoscaling() -> bool:
-    import os
-
-    return bool(os.environ.get("RAY_ADDRESS")) and os.environ.get("TRANSFERKIT_STRICT_RESOURCES") != "1"
+            f"{need_cpu:g} CPUs, but the Ray cluster has {res.get('CPU', 0):g}; lower "
+            "scaling.num_workers (--num-workers) or scaling.cpus_per_worker, or set "
+            "scaling.autoscale=true on an autoscaling cluster")
+    need_gpu = cfg.scaling.num_workers * cfg.scaling.gpus_per_worker if cfg.scaling.use_gpu else 0
+    if need_gpu > res.get("GPU", 0) + 1e-9:
+        raise ConfigError(
+            f"scaling.use_gpu: {need_gpu:g} GPUs needed but the Ray cluster has "
+            f"{res.get('GPU', 0):g}; use --no-gpu or set scaling.autoscale=true")
 
 
 def evaluate_split(model: torch.nn.Module, samples, prep: Preprocessing, num_classes: int,
@@ -194,7 +195,16 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = False,
         RunExistsError, ConfigError and the model/data errors of :func:`prepare_run`;
         TrainingError when the distributed run fails.
     """
-    plan = prepare_run(cfg, resume, overwrite)
+    run_dir = Path(cfg.output).expanduser().resolve()
+    fresh = not run_dir.exists()
+    try:
+        plan = prepare_run(cfg, resume, overwrite)
+        ensure_ray()
+        _check_resources(cfg)
+    except BaseException:
+        if fresh and run_dir.exists():  # nothing trained yet: leave no half-made run folder
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     counts = plan.splits.counts()
     print(f"[transferkit] run folder {plan.run_dir}")
     print(f"[transferkit] data {counts} classes={len(plan.splits.class_names)}; "
@@ -212,8 +222,6 @@ def _fit(plan: RunPlan, objective_factory) -> Any:
     from ray.train.torch import TorchTrainer
 
     cfg = plan.cfg
-    ensure_ray()
-    _check_resources(cfg)
     resources = {"CPU": cfg.scaling.cpus_per_worker}
     if cfg.scaling.use_gpu:
         resources["GPU"] = cfg.scaling.gpus_per_worker

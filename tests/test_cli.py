@@ -1,0 +1,64 @@
+"""The CLI as a user runs it (subprocesses): mistakes name the option, commands do their job."""
+
+import csv
+import io
+import subprocess
+import sys
+
+import pytest
+
+
+def tk(*args, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "transferkit.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_bad_optimizer_names_the_field_and_allowed_values():
+    r = tk("finetune", "--optimizer", "adam", "--output", "/tmp/never")
+    assert r.returncode == 2
+    assert "optim.optimizer" in r.stderr and "adamw" in r.stderr and "sgd" in r.stderr
+
+
+def test_unknown_model_lists_known_ones():
+    r = tk("finetune", "--model", "resnt18")
+    assert r.returncode == 2 and "resnet18" in r.stderr and "mobilenet_v2" in r.stderr
+
+
+def test_models_lists_architectures_and_stages():
+    r = tk("models")
+    assert r.returncode == 0 and "mobilenet_v2" in r.stdout and "convnext_tiny" in r.stdout
+    r = tk("models", "mobilenet_v2")
+    assert r.returncode == 0 and "stage8" in r.stdout and "linear probe" in r.stdout
+
+
+def test_data_materialize_writes_the_digits(tmp_path):
+    r = tk("data", "materialize", "digits", tmp_path / "d")
+    assert r.returncode == 0 and "1797 images in 10 classes" in r.stdout
+    assert len(list((tmp_path / "d" / "7").glob("*.png"))) == 179
+    r = tk("data", "materialize", "digits", tmp_path / "d")
+    assert r.returncode == 2 and "not empty" in r.stderr
+
+
+@pytest.mark.slow
+def test_predict_labels_a_folder_as_csv(exported_onnx, digits_80_20):
+    folder = digits_80_20[1] / "4"
+    r = tk("predict", exported_onnx, folder, "--format", "csv", "--top-k", "2")
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert len(rows) == len(list(folder.glob("*.png")))
+    assert sum(row["label_1"] == "4" for row in rows) / len(rows) > 0.8
+
+
+@pytest.mark.slow
+def test_finetune_then_export_from_the_command_line(ray_cluster, digits_80_20, tmp_path):
+    run = tmp_path / "cli_run"
+    r = tk("finetune", "--dataset", digits_80_20[0], "--model", "mobilenet_v2", "--weights",
+           "IMAGENET1K_V1", "--image-size", 16, "--freeze-depth", 2, "--epochs", 1,
+           "--num-workers", 2, "--output", run)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "global batch 64" in r.stdout and (run / "model.pt").is_file()
+    r = tk("finetune", "--dataset", digits_80_20[0], "--output", run)
+    assert r.returncode == 2 and str(run) in r.stderr and "--resume" in r.stderr
+    r = tk("export", run, "--output", tmp_path / "m.onnx")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "top-1 agreement 100.00%" in r.stdout and (tmp_path / "m.onnx").is_file()
