@@ -58,3 +58,12 @@ def test_flags_not_given_never_reach_validation():
     cfg = load_config(FinetuneConfig, None, {"data": {"dataset": None, "augment": {"hflip": None}},
                                              "model": {"arch": "resnet18"}})
     assert cfg.data.dataset == "digits" and cfg.model.arch == "resnet18"
+
+
+def test_a_section_written_as_a_plain_value_is_an_error_even_with_empty_overrides(tmp_path):
+    """``model: resnet18`` (instead of ``model: {arch: resnet18}``) must not silently fall back
+    to the default model when the CLI passes its (all-None) nested overrides."""
+    p = tmp_path / "c.yaml"
+    p.write_text("model: resnet18\n")
+    with pytest.raises(ConfigError, match=r"model: Input should be a valid dictionary"):
+        load_config(FinetuneConfig, p, {"model": {"arch": None, "weights": None}})

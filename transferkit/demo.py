@@ -46,7 +46,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve_and_score(onnx_path: Path, hold_dir: Path) -> tuple[float, float]:
+def _serve_and_score(onnx_path: Path, hold_dir: Path, log_path: Path) -> tuple[float, float]:
     """Return (served accuracy over HTTP, the ONNX model's accuracy in-process) on ``hold_dir``."""
     import httpx
     import numpy as np
@@ -63,8 +63,9 @@ def _serve_and_score(onnx_path: Path, hold_dir: Path) -> tuple[float, float]:
     onnx_acc = float((clf.predict_batch(x).argmax(1) == labels).mean())
 
     port = _free_port()
+    log = open(log_path, "w")  # the server's access log, one line per request
     proc = subprocess.Popen([sys.executable, "-m", "transferkit.cli", "serve", str(onnx_path),
-                             "--port", str(port)])
+                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -89,7 +90,8 @@ def _serve_and_score(onnx_path: Path, hold_dir: Path) -> tuple[float, float]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-        print("[demo] server stopped")
+        log.close()
+        print(f"[demo] server stopped (its log: {log_path})")
 
 
 def run_demo(out: Path, epochs: int, image_size: int, num_workers: int, seed: int) -> float:
@@ -110,7 +112,7 @@ def run_demo(out: Path, epochs: int, image_size: int, num_workers: int, seed: in
     report = export_onnx(ExportConfig(run=str(out / "teacher"), output=str(onnx_path)))
     print(f"[demo] exported {onnx_path}: max |logit diff| {report.max_abs_diff:.2e}, "
           f"top-1 agreement {report.top1_agreement:.2%} on {report.images_compared} images")
-    served, onnx_acc = _serve_and_score(onnx_path, hold_dir)
+    served, onnx_acc = _serve_and_score(onnx_path, hold_dir, out / "server.log")
     print(f"[demo] served accuracy over HTTP on held-out digits: {served:.2%} "
           f"(ONNX model in-process: {onnx_acc:.2%})")
     return served

@@ -61,7 +61,11 @@ def decode_image(data: bytes, max_pixels: int | None = None) -> Image.Image:
             img.load()
     except ImageDecodeError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(
+            "cannot decode image: not a recognised image format (PNG, JPEG, BMP, GIF, WebP, TIFF)"
+        ) from exc
+    except (OSError, SyntaxError, ValueError,
             Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(f"cannot decode image: {exc}") from exc
     return img

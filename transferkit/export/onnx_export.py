@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from transferkit.config import ExportConfig, Preprocessing
+from transferkit.errors import TransferkitError
 from transferkit.imaging import load_image, preprocess
 from transferkit.metadata import ModelMetadata
 from transferkit.models import count_parameters
@@ -37,7 +38,7 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 
-class ExportValidationError(RuntimeError):
+class ExportValidationError(TransferkitError, RuntimeError):
     """The exported ONNX file failed one or more checks (all listed in the message)."""
 
     def __init__(self, failures: list[str], report: dict[str, Any] | None = None):

@@ -11,14 +11,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
+from transferkit.errors import TransferkitError
 
 __all__ = ["WeightsUnavailableError", "resolve_weights_enum", "load_state_dict_for", "offline_weight_files"]
 
 log = logging.getLogger(__name__)
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(TransferkitError, RuntimeError):
     """Pretrained weights could not be obtained (no network, unknown enum, unreadable file)."""
 
 
@@ -55,7 +55,9 @@ def resolve_weights_enum(arch: str, name: str) -> Any:
     return enum[key]
 
 
-def _from_enum(arch: str, name: str) -> tuple[dict[str, torch.Tensor], Any]:
+def _from_enum(arch: str, name: str) -> tuple[dict[str, Any], Any]:
+    import torch
+
     w = resolve_weights_enum(arch, name)
     filename = os.path.basename(w.url)
     hub_file = Path(torch.hub.get_dir()) / "checkpoints" / filename
@@ -73,11 +75,15 @@ def _from_enum(arch: str, name: str) -> tuple[dict[str, torch.Tensor], Any]:
         ) from exc
 
 
-def _from_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _from_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    import torch
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise WeightsUnavailableError(f"cannot read weights file {path}: {exc}") from exc
+        raise WeightsUnavailableError(
+            f"cannot read weights file {path}: not a PyTorch state-dict file of tensors "
+            f"({exc.__class__.__name__})") from exc
     meta: dict[str, Any] = {}
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         meta = {k: v for k, v in obj.items() if k != "state_dict"}
@@ -87,7 +93,7 @@ def _from_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return obj, meta
 
 
-def load_state_dict_for(arch: str, weights: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_state_dict_for(arch: str, weights: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Get a state dict for ``arch`` from an enum name or a local file.
 
     Returns:

