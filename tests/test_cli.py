@@ -56,9 +56,30 @@ def test_finetune_then_export_from_the_command_line(ray_cluster, digits_80_20, t
            "IMAGENET1K_V1", "--image-size", 16, "--freeze-depth", 2, "--epochs", 1,
            "--num-workers", 2, "--output", run)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "global batch 64" in r.stdout and (run / "model.pt").is_file()
+    assert "2 workers x batch 16 = global batch 32" in r.stdout and (run / "model.pt").is_file()
     r = tk("finetune", "--dataset", digits_80_20[0], "--output", run)
     assert r.returncode == 2 and str(run) in r.stderr and "--resume" in r.stderr
     r = tk("export", run, "--output", tmp_path / "m.onnx")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "top-1 agreement 100.00%" in r.stdout and (tmp_path / "m.onnx").is_file()
+
+
+def test_predict_with_a_file_that_is_not_onnx_is_a_clear_error(tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"this is not an onnx file")
+    img = tmp_path / "x.png"
+    __import__("PIL.Image", fromlist=["Image"]).new("L", (8, 8)).save(img)
+    r = tk("predict", bad, img)
+    assert r.returncode == 2 and r.stderr.startswith("error:") and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_predict_needs_no_torch(exported_onnx, digits_80_20):
+    """A serving-only install has no torch: `predict` (and `serve`) must not import it."""
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['ray'] = None\n"
+            "from transferkit.cli import main\n"
+            f"sys.argv = ['transferkit', 'predict', {str(exported_onnx)!r}, "
+            f"{str(digits_80_20[1] / '1')!r}]\nmain()")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(r.stdout.splitlines()) > 30

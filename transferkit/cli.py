@@ -29,11 +29,11 @@ def _fail(msg: str, code: int = 2) -> None:
 
 def _run(fn, *args, **kwargs) -> Any:
     """Call a library function; user errors become a one-paragraph message and exit code 2."""
-    from transferkit.models.weights import WeightsUnavailableError
+    from transferkit.errors import TransferkitError
 
     try:
         return fn(*args, **kwargs)
-    except (*_USER_ERRORS, WeightsUnavailableError) as exc:
+    except (*_USER_ERRORS, TransferkitError) as exc:
         _fail(str(exc))
 
 
@@ -100,6 +100,85 @@ def finetune(
     from transferkit.training.trainer import finetune as run_finetune
 
     _run(run_finetune, cfg, resume=resume, overwrite=overwrite)
+
+
+@app.command()
+def distill(
+    teacher: Optional[str] = typer.Option(None, help="Teacher run folder (or its model.pt) from `finetune`."),
+    student: Optional[str] = typer.Option(None, help="Student architecture (default mobilenet_v3_small)."),
+    width_mult: Optional[float] = typer.Option(None, help="Student width multiplier (default 0.5 for the default student)."),
+    student_weights: Optional[str] = typer.Option(None, help="Student weights: none (default), an enum, or a file."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file; flags override it."),
+    dataset: Optional[str] = typer.Option(None, help="Labelled data (default: the teacher's dataset and splits)."),
+    unlabeled: Optional[str] = typer.Option(None, help="Folder of unlabelled images: an extra transfer set."),
+    image_size: Optional[int] = typer.Option(None, help="Student input size (default: the teacher's)."),
+    temperature: Optional[float] = typer.Option(None, help="KD temperature T (default 4)."),
+    hard_weight: Optional[float] = typer.Option(None, help="Weight of CE with the labels (default 0.5; 0 allowed)."),
+    soft_weight: Optional[float] = typer.Option(None, help="Weight of T^2 * KL to the teacher (default 0.5)."),
+    hint: Optional[list[str]] = typer.Option(None, help="FitNets hint STUDENT_STAGE:TEACHER_STAGE (repeatable)."),
+    hint_weight: Optional[float] = typer.Option(None, help="Weight of the hint MSE."),
+    baseline: Optional[bool] = typer.Option(None, "--baseline/--no-baseline", help="Also train a label-only student (default on)."),
+    baseline_dataset: Optional[str] = typer.Option(None, help="Train the baseline on this dataset instead."),
+    epochs: Optional[int] = typer.Option(None, help="Default 30."),
+    batch_size: Optional[int] = typer.Option(None),
+    backbone_lr: Optional[float] = typer.Option(None),
+    head_lr: Optional[float] = typer.Option(None),
+    num_workers: Optional[int] = typer.Option(None),
+    use_gpu: Optional[bool] = typer.Option(None, "--use-gpu/--no-gpu"),
+    seed: Optional[int] = typer.Option(None),
+    output: Optional[str] = typer.Option(None, help="The student's run folder."),
+    resume: bool = typer.Option(False, "--resume"),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+) -> None:
+    """Distil a fine-tuned teacher into a compact student (Hinton KD, optional FitNets hints)."""
+    from transferkit.config import ConfigError, DistillConfig, load_config, load_yaml
+
+    if resume and overwrite:
+        _fail("--resume and --overwrite exclude each other")
+    hints = None
+    if hint:
+        try:
+            hints = [tuple(h.split(":", 1)) for h in hint]
+            assert all(len(h) == 2 and all(h) for h in hints)
+        except AssertionError:
+            _fail("--hint takes STUDENT_STAGE:TEACHER_STAGE, e.g. stage3:stage4")
+    try:
+        file_data = load_yaml(config) if config else {}
+    except ConfigError as exc:
+        _fail(str(exc))
+    teacher_path = teacher or file_data.get("teacher")
+    if dataset is None and not (file_data.get("data") or {}).get("dataset") and teacher_path:
+        from transferkit.training.distillation import teacher_dataset
+
+        dataset = teacher_dataset(teacher_path)
+    model = {"arch": student, "width_mult": width_mult, "weights": student_weights}
+    if student and width_mult is None and student != "mobilenet_v3_small":
+        model["width_mult"] = 1.0  # the 0.5 default belongs to the default student
+    overrides = {
+        "teacher": teacher, "unlabeled": unlabeled, "baseline": baseline,
+        "baseline_dataset": baseline_dataset, "seed": seed, "output": output,
+        "data": {"dataset": dataset, "image_size": image_size},
+        "model": model,
+        "kd": {"temperature": temperature, "hard_weight": hard_weight, "soft_weight": soft_weight,
+               "hints": hints, "hint_weight": hint_weight},
+        "optim": {"epochs": epochs, "batch_size": batch_size, "backbone_lr": backbone_lr,
+                  "head_lr": head_lr},
+        "scaling": {"num_workers": num_workers, "use_gpu": use_gpu},
+    }
+    try:
+        cfg = load_config(DistillConfig, config, overrides)
+    except ConfigError as exc:
+        _fail(str(exc))
+    _check_arch(cfg.model.arch, "model.arch (--student)")
+    from transferkit.models.portable import PortableModelError, resolve_model_file
+
+    try:
+        resolve_model_file(cfg.teacher)
+    except PortableModelError as exc:
+        _fail(f"teacher (--teacher): {exc}")
+    from transferkit.training.distillation import distill as run_distill
+
+    _run(run_distill, cfg, resume=resume, overwrite=overwrite)
 
 
 @app.command("export")
@@ -193,6 +272,8 @@ def predict(
             files.append(p)
         else:
             _fail(f"{p}: no such file or folder")
+    if not files:
+        _fail(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(map(str, inputs))}")
     clf = _run(OnnxClassifier, str(model))
     rows = []
     for f in files:

@@ -164,14 +164,14 @@ class OptimConfig(_Strict):
     """
 
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    backbone_lr: float = Field(1e-3, gt=0.0, le=10.0)
-    head_lr: float = Field(3e-3, gt=0.0, le=10.0)
+    backbone_lr: float = Field(2e-3, gt=0.0, le=10.0)
+    head_lr: float = Field(5e-3, gt=0.0, le=10.0)
     weight_decay: float = Field(0.01, ge=0.0, le=1.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     epochs: int = Field(10, ge=1, le=10000)
     warmup_epochs: float = Field(1.0, ge=0.0)
     min_lr_ratio: float = Field(0.01, ge=0.0, le=1.0)
-    batch_size: int = Field(32, ge=1, le=65536)
+    batch_size: int = Field(16, ge=1, le=65536)
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
 
 
@@ -368,7 +368,12 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
             continue
         if isinstance(value, dict):
             base_value = out.get(key)
-            out[key] = deep_merge(base_value if isinstance(base_value, dict) else {}, value)
+            if isinstance(base_value, dict):
+                out[key] = deep_merge(base_value, value)
+            else:
+                merged = deep_merge({}, value)
+                if merged or key not in out:  # an all-None override keeps a bad value visible
+                    out[key] = merged
         else:
             out[key] = value
     return out

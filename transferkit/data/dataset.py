@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from transferkit.config import AugmentConfig, Preprocessing
 from transferkit.imaging import ImageDecodeError, load_image, preprocess
 
-__all__ = ["ImageListDataset", "build_transform", "verify_images"]
+__all__ = ["ImageListDataset", "build_transform", "build_pair_transform", "verify_images"]
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +79,34 @@ def build_transform(prep: Preprocessing, augment: AugmentConfig | None
             ops.append(T.ColorJitter(brightness=j, contrast=j, saturation=j))
     aug = T.Compose(ops) if ops else None
 
+    def augment(img: Image.Image) -> Image.Image:
+        return aug(img) if aug is not None else img
+
     def transform(img: Image.Image) -> torch.Tensor:
         from transferkit.imaging import to_mode
 
-        img = to_mode(img, prep.channels)
-        if aug is not None:
-            img = aug(img)
-        return torch.from_numpy(preprocess(img, prep))
+        return torch.from_numpy(preprocess(augment(to_mode(img, prep.channels)), prep))
+
+    transform.augment = augment  # type: ignore[attr-defined]
+    return transform
+
+
+def build_pair_transform(prep: Preprocessing, other: Preprocessing, augment: AugmentConfig | None
+                         ) -> Callable[[Image.Image], tuple[torch.Tensor, torch.Tensor]]:
+    """One augmentation, two preprocessings: ``PIL -> (x for prep, x for other)``.
+
+    Used by distillation when teacher and student expect different inputs (size or
+    normalisation): both see the same augmented image.
+    """
+    aug_only = build_transform(prep, augment)
+
+    def transform(img: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+        from transferkit.imaging import to_mode
+
+        img = to_mode(img, max(prep.channels, other.channels))
+        augmented = aug_only.augment(img)
+        return (torch.from_numpy(preprocess(augmented, prep)),
+                torch.from_numpy(preprocess(augmented, other)))
 
     return transform
 

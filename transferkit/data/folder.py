@@ -14,7 +14,7 @@ from pathlib import Path
 
 from transferkit.imaging import IMAGE_EXTENSIONS
 
-__all__ = ["Sample", "Splits", "scan_folder", "stratified_split", "resolve_splits", "DatasetError"]
+__all__ = ["Sample", "Splits", "scan_folder", "scan_images", "stratified_split", "resolve_splits", "DatasetError"]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,19 @@ def scan_folder(root: str | Path, class_names: list[str] | None = None) -> tuple
     if not samples:
         raise DatasetError(f"{root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     return names, samples
+
+
+def scan_images(root: str | Path) -> list[str]:
+    """Every image file below ``root`` (any layout; sub-folder names are ignored), sorted.
+
+    Raises:
+        DatasetError: ``root`` is not a folder.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder")
+    return sorted(str(f.resolve()) for f in root.rglob("*")
+                  if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def stratified_split(

@@ -11,8 +11,6 @@ share this loop.
 from __future__ import annotations
 
 import json
-import math
-import os
 import random
 import tempfile
 import time
@@ -25,7 +23,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from transferkit.config import FinetuneConfig, Preprocessing
-from transferkit.data.dataset import ImageListDataset, build_transform
+from transferkit.data.dataset import ImageListDataset, build_pair_transform, build_transform
 from transferkit.data.folder import Splits
 from transferkit.models import BuiltModel, build_model, param_groups, set_train_mode
 from transferkit.training.evaluate import eval_sums, sums_to_metrics
@@ -50,16 +48,23 @@ def _all_reduce(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _optimizer(cfg: FinetuneConfig, built: BuiltModel, model: torch.nn.Module) -> torch.optim.Optimizer:
+def _optimizer(cfg: FinetuneConfig, built: BuiltModel, student: torch.nn.Module,
+               extras: torch.nn.Module | None = None) -> torch.optim.Optimizer:
     o = cfg.optim
-    groups = param_groups(model, built.spec, o.backbone_lr, o.head_lr, o.weight_decay)
+    groups = param_groups(student, built.spec, o.backbone_lr, o.head_lr, o.weight_decay)
+    if extras is not None:
+        groups.append({"params": list(extras.parameters()), "lr": o.head_lr,
+                       "weight_decay": o.weight_decay, "name": "extras"})
     if o.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=o.head_lr, momentum=o.momentum, nesterov=True)
     return torch.optim.AdamW(groups, lr=o.head_lr)
 
 
-def _loaders(cfg: FinetuneConfig, splits: Splits, prep: Preprocessing, rank: int, world: int):
-    train_ds = ImageListDataset(splits.train, build_transform(prep, cfg.data.augment), cache=True)
+def _loaders(cfg: FinetuneConfig, splits: Splits, prep: Preprocessing, rank: int, world: int,
+             teacher_prep: Preprocessing | None = None):
+    transform = (build_pair_transform(prep, teacher_prep, cfg.data.augment) if teacher_prep
+                 else build_transform(prep, cfg.data.augment))
+    train_ds = ImageListDataset(splits.train, transform, cache=True)
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True,
                                  seed=cfg.seed, drop_last=False)
     g = torch.Generator().manual_seed(cfg.seed + rank)
@@ -73,26 +78,57 @@ def _loaders(cfg: FinetuneConfig, splits: Splits, prep: Preprocessing, rank: int
     return train, sampler, val
 
 
-def _save_state(path: Path, model, optimizer, scheduler, epoch: int, history: list, extra: dict) -> None:
-    inner = getattr(model, "module", model)
-    torch.save({"model": inner.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
-                "extra": extra}, path / STATE_FILE)
+def _save_state(path: Path, student, extras, optimizer, scheduler, epoch: int, history: list) -> None:
+    torch.save({"model": student.state_dict(),
+                "extras": extras.state_dict() if extras is not None else {},
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "epoch": epoch, "history": history}, path / STATE_FILE)
+
+
+class _WithExtras(torch.nn.Module):
+    """The student plus objective-owned trainable modules (e.g. FitNets hint projections), so
+    that DDP synchronises both; ``forward`` is the student's."""
+
+    def __init__(self, student: torch.nn.Module, extras: torch.nn.Module):
+        super().__init__()
+        self.student = student
+        self.extras = extras
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student(x)
+
+
+def _to(images, device):
+    if isinstance(images, (tuple, list)):
+        return tuple(t.to(device, non_blocking=True) for t in images)
+    return images.to(device, non_blocking=True)
+
+
+def _parse_cfg(config: dict[str, Any]) -> FinetuneConfig:
+    if config.get("config_kind") == "distill":
+        from transferkit.config import DistillConfig
+
+        return DistillConfig.model_validate(config["cfg"])
+    return FinetuneConfig.model_validate(config["cfg"])
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Train on this worker's shard and report each epoch.
 
-    ``config`` keys: ``cfg`` (FinetuneConfig as a dict), ``splits`` (Splits JSON),
-    ``preprocessing`` (dict), ``objective_factory`` (optional callable ``cfg -> Objective``,
-    default cross-entropy with the config's label smoothing).
+    ``config`` keys: ``cfg`` (the config as a dict), ``config_kind`` (``finetune`` |
+    ``distill``), ``splits`` (Splits JSON; label -1 marks unlabelled transfer images),
+    ``preprocessing`` (dict, the trained model's), ``teacher_preprocessing`` (optional dict: when
+    given, batches carry ``(student_x, teacher_x)``), ``objective_factory`` (optional callable
+    ``cfg -> Objective``, default cross-entropy with the config's label smoothing).
     """
     import ray.train
     import ray.train.torch
 
-    cfg = FinetuneConfig.model_validate(config["cfg"])
+    cfg = _parse_cfg(config)
     splits = Splits.from_json(config["splits"])
     prep = Preprocessing.model_validate(config["preprocessing"])
+    t_prep = (Preprocessing.model_validate(config["teacher_preprocessing"])
+              if config.get("teacher_preprocessing") else None)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
@@ -104,12 +140,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     objective = factory(cfg) if factory else CrossEntropyObjective(cfg.optim.label_smoothing)
     objective.setup(device)
 
-    torch.manual_seed(cfg.seed)  # identical head init on every rank (DDP also broadcasts rank 0's)
+    torch.manual_seed(cfg.seed)  # identical init on every rank (DDP also broadcasts rank 0's)
     built = build_model(cfg.model, len(splits.class_names))
+    student = built.model
+    extras = None
+    if hasattr(objective, "extra_modules"):
+        extras = objective.extra_modules(student, built.spec,
+                                         (prep.channels, prep.input_size, prep.input_size))
+    net = _WithExtras(student, extras) if extras is not None else student
+    frozen = [f"student.{n}" for n in built.frozen] if extras is not None else built.frozen
     torch.manual_seed(cfg.seed + rank)
-    model = ray.train.torch.prepare_model(built.model)
-    optimizer = _optimizer(cfg, built, model)
-    train_loader, sampler, val_loader = _loaders(cfg, splits, prep, rank, world)
+    model = ray.train.torch.prepare_model(net)
+    optimizer = _optimizer(cfg, built, student, extras)
+    train_loader, sampler, val_loader = _loaders(cfg, splits, prep, rank, world, t_prep)
     steps = len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(
         steps * cfg.optim.epochs, int(round(steps * cfg.optim.warmup_epochs)), cfg.optim.min_lr_ratio))
@@ -119,7 +162,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if checkpoint:
         with checkpoint.as_directory() as d:
             state = torch.load(Path(d) / STATE_FILE, map_location=device, weights_only=True)
-        getattr(model, "module", model).load_state_dict(state["model"])
+        student.load_state_dict(state["model"])
+        if extras is not None and state.get("extras"):
+            extras.load_state_dict(state["extras"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, history = state["epoch"] + 1, state["history"]
@@ -128,13 +173,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     for epoch in range(start_epoch, cfg.optim.epochs):
         sampler.set_epoch(epoch)
-        set_train_mode(model, built.frozen)
+        set_train_mode(model, frozen)
         t0 = time.perf_counter()
         tr = torch.zeros(2, dtype=torch.float64, device=device)
         for images, labels in train_loader:
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            images, labels = _to(images, device), labels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss, _ = objective(model, images, labels)
+                loss, _ = (objective(model, images, labels, extras) if extras is not None
+                           else objective(model, images, labels))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -142,8 +188,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             tr[0] += loss.detach().double() * labels.numel()
             tr[1] += labels.numel()
         elapsed = time.perf_counter() - t0
-        model.eval()
-        val = eval_sums(model, val_loader, device, amp_dtype)
+        student.eval()
+        val = eval_sums(student, val_loader, device, amp_dtype)
         _all_reduce(tr)
         _all_reduce(val)
         metrics = {"epoch": epoch + 1, "train_loss": float(tr[0] / max(tr[1], 1)),
@@ -155,8 +201,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             print("[transferkit] " + json.dumps({k: round(v, 5) if isinstance(v, float) else v
                                                  for k, v in metrics.items()}), flush=True)
             with tempfile.TemporaryDirectory() as tmp:
-                _save_state(Path(tmp), model, optimizer, scheduler, epoch, history,
-                            {"frozen": built.frozen})
+                _save_state(Path(tmp), student, extras, optimizer, scheduler, epoch, history)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics)

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader
 
+from transferkit.errors import TransferkitError
 from transferkit.config import ConfigError, FinetuneConfig, Preprocessing, save_config
 from transferkit.data.dataset import ImageListDataset, build_transform, verify_images
 from transferkit.data.folder import Splits, resolve_splits
@@ -35,7 +36,7 @@ from transferkit.training.evaluate import eval_sums, sums_to_metrics
 from transferkit.training.loop import STATE_FILE, train_loop_per_worker
 
 __all__ = ["finetune", "RunExistsError", "TrainingError", "resolve_preprocessing", "prepare_run",
-           "RunPlan", "evaluate_split", "ensure_ray"]
+           "RunPlan", "evaluate_split", "ensure_ray", "start_run", "load_splits"]
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class RunExistsError(FileExistsError):
     """The run folder exists and neither ``--resume`` nor ``--overwrite`` was given."""
 
 
-class TrainingError(RuntimeError):
+class TrainingError(TransferkitError, RuntimeError):
     """The Ray Train run failed (the cause is chained)."""
 
 
@@ -101,9 +102,29 @@ def _prepare_folder(run_dir: Path, resume: bool, overwrite: bool) -> bool:
     return exists
 
 
-def prepare_run(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = False) -> RunPlan:
+def load_splits(cfg: FinetuneConfig, run_dir: Path) -> Splits:
+    """Resolve ``cfg.data.dataset`` into verified file lists (unreadable images dropped and
+    listed in ``splits.skipped`` with a warning each)."""
+    splits = resolve_splits(cfg.data.dataset, cfg.data.val_fraction, cfg.data.test_fraction,
+                            cfg.seed, materialize_root=run_dir)
+    good_train, bad_tr = verify_images(splits.train)
+    good_val, bad_val = verify_images(splits.val)
+    good_test, bad_te = verify_images(splits.test)
+    splits.train, splits.val, splits.test = good_train, good_val, good_test
+    splits.skipped = bad_tr + bad_val + bad_te
+    if splits.skipped:
+        print(f"[transferkit] skipped {len(splits.skipped)} unreadable image(s); see splits.json")
+    return splits
+
+
+def prepare_run(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = False,
+                splits: Splits | None = None, preprocessing: Preprocessing | None = None) -> RunPlan:
     """Everything that can fail fast, before Ray starts: folder policy, dataset, model, weights,
     freeze depth; writes config, versions and splits into the run folder.
+
+    Args:
+        splits: use these file lists instead of resolving ``cfg.data`` (e.g. the teacher's).
+        preprocessing: use this instead of the weights' (e.g. a student taking the teacher's).
 
     Raises:
         RunExistsError, DatasetError, UnknownArchError, WeightsUnavailableError, FreezeDepthError.
@@ -112,22 +133,14 @@ def prepare_run(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = Fal
     continuing = _prepare_folder(run_dir, resume, overwrite)
     if continuing and (run_dir / "splits.json").is_file():
         splits = Splits.from_json((run_dir / "splits.json").read_text())
-    else:
-        splits = resolve_splits(cfg.data.dataset, cfg.data.val_fraction, cfg.data.test_fraction,
-                                cfg.seed, materialize_root=run_dir)
-        good_train, bad_tr = verify_images(splits.train)
-        good_val, bad_val = verify_images(splits.val)
-        good_test, bad_te = verify_images(splits.test)
-        splits.train, splits.val, splits.test = good_train, good_val, good_test
-        splits.skipped = bad_tr + bad_val + bad_te
-        if splits.skipped:
-            print(f"[transferkit] skipped {len(splits.skipped)} unreadable image(s); see splits.json")
+    elif splits is None:
+        splits = load_splits(cfg, run_dir)
     if not splits.train or not splits.val:
         raise ConfigError(
             f"data: need training and validation images; got {splits.counts()} "
             "(raise data.val_fraction or add a val/ folder)")
     built = build_model(cfg.model, len(splits.class_names))
-    prep = resolve_preprocessing(built, cfg.data.image_size)
+    prep = preprocessing or resolve_preprocessing(built, cfg.data.image_size)
     save_config(cfg, run_dir / "config.yaml")
     (run_dir / "versions.json").write_text(json.dumps(package_versions(), indent=2))
     (run_dir / "splits.json").write_text(splits.to_json())
@@ -179,14 +192,14 @@ def evaluate_split(model: torch.nn.Module, samples, prep: Preprocessing, num_cla
 
 
 def finetune(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = False,
-             objective_factory: Callable[[FinetuneConfig], Any] | None = None) -> dict[str, Any]:
+             splits: Splits | None = None) -> dict[str, Any]:
     """Fine-tune ``cfg.model`` on ``cfg.data`` with Ray Train; see the module doc for outputs.
 
     Args:
         cfg: the resolved config.
         resume: continue an existing run folder from its latest checkpoint.
         overwrite: delete an existing run folder first.
-        objective_factory: ``cfg -> Objective`` run inside each worker (default cross-entropy).
+        splits: train on these file lists instead of resolving ``cfg.data``.
 
     Returns:
         Summary dict: run folder, best epoch metrics, test metrics, parameter count.
@@ -195,10 +208,17 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = False,
         RunExistsError, ConfigError and the model/data errors of :func:`prepare_run`;
         TrainingError when the distributed run fails.
     """
+    plan = start_run(cfg, resume, overwrite, splits=splits)
+    return _finish(plan, _fit(plan))
+
+
+def start_run(cfg: FinetuneConfig, resume: bool, overwrite: bool, **prepare_kwargs: Any) -> RunPlan:
+    """:func:`prepare_run`, connect to Ray and check resources; a fresh run folder is removed again
+    when anything fails before training starts. Prints what will run."""
     run_dir = Path(cfg.output).expanduser().resolve()
     fresh = not run_dir.exists()
     try:
-        plan = prepare_run(cfg, resume, overwrite)
+        plan = prepare_run(cfg, resume, overwrite, **prepare_kwargs)
         ensure_ray()
         _check_resources(cfg)
     except BaseException:
@@ -213,11 +233,11 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = False,
           f" of {len(plan.built.stages)} stages)")
     print(f"[transferkit] {cfg.scaling.num_workers} workers x batch {cfg.optim.batch_size} = global "
           f"batch {cfg.scaling.num_workers * cfg.optim.batch_size}")
-    result = _fit(plan, objective_factory)
-    return _finish(plan, result)
+    return plan
 
 
-def _fit(plan: RunPlan, objective_factory) -> Any:
+def _fit(plan: RunPlan, objective_factory: Callable[[Any], Any] | None = None,
+         **loop_config: Any) -> Any:
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -229,7 +249,7 @@ def _fit(plan: RunPlan, objective_factory) -> Any:
         train_loop_per_worker,
         train_loop_config={"cfg": cfg.model_dump(mode="json"), "splits": plan.splits.to_json(),
                            "preprocessing": plan.preprocessing.model_dump(mode="json"),
-                           "objective_factory": objective_factory},
+                           "objective_factory": objective_factory, **loop_config},
         scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(
@@ -249,7 +269,7 @@ def _load_state(checkpoint) -> dict[str, Any]:
         return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
 
 
-def _finish(plan: RunPlan, result: Any) -> dict[str, Any]:
+def _finish(plan: RunPlan, result: Any, source: str | None = None) -> dict[str, Any]:
     cfg, run_dir = plan.cfg, plan.run_dir
     if result.checkpoint is None:
         raise TrainingError(f"training produced no checkpoint in {run_dir}")
@@ -267,10 +287,11 @@ def _finish(plan: RunPlan, result: Any) -> dict[str, Any]:
     model.load_state_dict(state["model"])
     model.eval()
     best = next((m for m in history if m["epoch"] == state["epoch"] + 1), best)
-    test = (evaluate_split(model, plan.splits.test, plan.preprocessing, len(plan.splits.class_names))
-            if plan.splits.test else {})
+    labelled_test = [s for s in plan.splits.test if s[1] >= 0]
+    test = (evaluate_split(model, labelled_test, plan.preprocessing, len(plan.splits.class_names))
+            if labelled_test else {})
     save_portable(run_dir / "model.pt", model, cfg.model.arch, plan.splits.class_names,
-                  plan.preprocessing, cfg.model.width_mult, source=str(run_dir),
+                  plan.preprocessing, cfg.model.width_mult, source=source or str(run_dir),
                   metrics={k: v for k, v in {**best, **test}.items() if isinstance(v, (int, float))})
     (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
     summary = {"run_dir": str(run_dir), "best_epoch": best["epoch"], "best_val_acc": best["val_acc"],

@@ -1,0 +1,102 @@
+"""Teacher vs student, measured on their ONNX files with ONNX Runtime.
+
+Prints one table (parameters, ONNX file size, ORT latency p50/p99 at batch 1 and 32, test top-1)
+and writes the same figures as JSON under ``bench/results/``.
+
+Usage::
+
+    python bench/distill.py --teacher runs/teacher.onnx --student runs/student.onnx \
+        --images HELD_OUT_IMAGEFOLDER [--threads 2] [--runs 200]
+
+Latency is wall time of ``InferenceSession.run`` on preprocessed real images (preprocessing
+excluded), CPU execution provider, ``intra_op_num_threads=--threads``, after 10 warm-up runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from transferkit.data.folder import scan_folder
+from transferkit.imaging import load_image, preprocess
+from transferkit.metadata import ModelMetadata
+
+
+def _session(path: Path, threads: int) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _latency_ms(sess: ort.InferenceSession, x: np.ndarray, runs: int) -> tuple[float, float]:
+    name = sess.get_inputs()[0].name
+    for _ in range(10):
+        sess.run(None, {name: x})
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, {name: x})
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def measure(path: Path, images: Path, threads: int, runs: int) -> dict:
+    """Figures for one ONNX file; accuracy on the labelled ImageFolder ``images``."""
+    sess = _session(path, threads)
+    meta = ModelMetadata.from_props(sess.get_modelmeta().custom_metadata_map)
+    _, samples = scan_folder(images, meta.class_names)
+    x = np.stack([preprocess(load_image(p), meta.preprocessing) for p, _ in samples])
+    y = np.array([label for _, label in samples])
+    name = sess.get_inputs()[0].name
+    preds = np.concatenate([sess.run(None, {name: x[i:i + 64]})[0].argmax(1)
+                            for i in range(0, len(x), 64)])
+    batch32 = np.resize(x, (32, *x.shape[1:]))
+    p50_1, p99_1 = _latency_ms(sess, x[:1], runs)
+    p50_32, p99_32 = _latency_ms(sess, batch32, max(20, runs // 5))
+    return {"onnx": str(path), "arch": meta.arch,
+            "parameters": int(meta.extra.get("parameters", 0)),
+            "file_mb": path.stat().st_size / 1e6,
+            "input_size": meta.preprocessing.input_size,
+            "p50_ms_b1": p50_1, "p99_ms_b1": p99_1, "p50_ms_b32": p50_32, "p99_ms_b32": p99_32,
+            "test_acc": float((preds == y).mean()), "test_images": int(len(y))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--teacher", type=Path, required=True)
+    ap.add_argument("--student", type=Path, required=True)
+    ap.add_argument("--images", type=Path, required=True, help="labelled ImageFolder (held out)")
+    ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    a = ap.parse_args()
+    rows = {"teacher": measure(a.teacher, a.images, a.threads, a.runs),
+            "student": measure(a.student, a.images, a.threads, a.runs)}
+    cols = [("parameters", "{:,}"), ("file_mb", "{:.2f}"), ("p50_ms_b1", "{:.2f}"),
+            ("p99_ms_b1", "{:.2f}"), ("p50_ms_b32", "{:.2f}"), ("p99_ms_b32", "{:.2f}"),
+            ("test_acc", "{:.4f}")]
+    print(f"{'model':<8} {'arch':<20} " + " ".join(f"{c:>12}" for c, _ in cols))
+    for name, r in rows.items():
+        print(f"{name:<8} {r['arch']:<20} " + " ".join(f"{f.format(r[c]):>12}" for c, f in cols))
+    t, s = rows["teacher"], rows["student"]
+    print(f"student/teacher: parameters {s['parameters'] / t['parameters']:.3f}, "
+          f"file {s['file_mb'] / t['file_mb']:.3f}, p50@1 {s['p50_ms_b1'] / t['p50_ms_b1']:.2f}x, "
+          f"p50@32 {s['p50_ms_b32'] / t['p50_ms_b32']:.2f}x, accuracy {s['test_acc'] / t['test_acc']:.4f}")
+    a.out.mkdir(parents=True, exist_ok=True)
+    out = a.out / f"distill-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps({"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                                           "ort": ort.__version__, "threads": a.threads},
+                               **rows}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Distillation end to end on real Ray Train (2 workers): a fine-tuned MobileNetV2 teacher into a
+MobileNetV3-small x0.5 student, with an unlabelled transfer set, a label-only baseline, then
+export of the student with the unchanged export command."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from transferkit.config import DistillConfig, ExportConfig
+from transferkit.export.onnx_export import export_onnx
+from transferkit.models.portable import load_portable
+from transferkit.training.distillation import distill
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def distilled(trained_run, digits_80_20, tmp_path_factory):
+    base = tmp_path_factory.mktemp("distill")
+    transfer = base / "transfer"  # unlabelled: a flat folder, no class sub-folders
+    transfer.mkdir()
+    for i, p in enumerate(sorted(digits_80_20[1].rglob("*.png"))[:200]):
+        shutil.copy(p, transfer / f"u{i:04d}.png")
+    teacher_before = torch.load(trained_run / "model.pt", weights_only=True)["state_dict"]
+    cfg = DistillConfig.model_validate({
+        "teacher": str(trained_run), "data": {"dataset": str(digits_80_20[0])},
+        "unlabeled": str(transfer), "optim": {"epochs": 2}, "scaling": {"num_workers": 2},
+        "output": str(base / "student")})
+    report = distill(cfg)
+    return report, base / "student", teacher_before
+
+
+def test_report_compares_teacher_student_and_label_only_baseline(distilled, trained_run):
+    report, run, _ = distilled
+    on_disk = json.loads((run / "distill_report.json").read_text())
+    assert on_disk == json.loads(json.dumps(report))
+    assert report["student"]["parameters"] <= report["teacher"]["parameters"] / 4
+    assert report["baseline"] is not None and 0.0 <= report["baseline"]["test_acc"] <= 1.0
+    assert report["data"]["unlabelled_transfer"] == 200
+    # same test images as the teacher's run (the teacher's own splits were reused)
+    t_splits = json.loads((trained_run / "splits.json").read_text())
+    assert report["data"]["test"] == len(t_splits["test"])
+    assert report["teacher"]["test_acc"] == pytest.approx(
+        json.loads((trained_run / "test_metrics.json").read_text())["test_acc"])
+    md = (run / "distill_report.md").read_text()
+    assert "labels only" in md and "teacher" in md
+
+
+def test_teacher_weights_are_untouched(distilled, trained_run):
+    _, _, before = distilled
+    after = torch.load(trained_run / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_student_takes_the_teachers_preprocessing_and_exports_unchanged(distilled, trained_run, tmp_path):
+    _, run, _ = distilled
+    student, info = load_portable(run)
+    teacher, _ = load_portable(trained_run)
+    assert student.preprocessing == teacher.preprocessing
+    assert info["arch"] == "mobilenet_v3_small" and info["width_mult"] == 0.5
+    rep = export_onnx(ExportConfig(run=str(run), output=str(tmp_path / "student.onnx")))
+    assert rep.passed and rep.max_abs_diff <= 1e-4 and rep.top1_agreement == 1.0

@@ -1,0 +1,99 @@
+"""Hinton KD loss and the fixed-teacher contract (no Ray needed)."""
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from transferkit.config import ModelConfig, Preprocessing
+from transferkit.models import build_model, set_train_mode
+from transferkit.models.portable import save_portable
+from transferkit.training.distill import UNLABELED, HintPair, KDObjective, kd_loss
+
+
+@pytest.mark.parametrize("T", [0.5, 1.0, 4.0, 20.0])
+def test_soft_term_is_zero_when_student_equals_teacher(T):
+    logits = torch.randn(8, 10)
+    _, parts = kd_loss(logits.clone(), logits.clone(), None, T, 0.0, 1.0)
+    assert abs(float(parts["soft"])) < 1e-6
+
+
+@pytest.mark.parametrize("T", [1.0, 2.0, 4.0])
+def test_soft_gradient_matches_the_closed_form(T):
+    torch.manual_seed(0)
+    s = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(6, 5, dtype=torch.float64)
+    loss, _ = kd_loss(s, t, None, T, hard_weight=0.0, soft_weight=1.0)
+    loss.backward()
+    expected = T * (F.softmax(s.detach() / T, 1) - F.softmax(t / T, 1)) / s.shape[0]
+    torch.testing.assert_close(s.grad.double(), expected.double(), rtol=1e-5, atol=1e-7)
+
+
+def test_soft_term_carries_t_squared():
+    s, t = torch.randn(4, 3), torch.randn(4, 3)
+    T = 3.0
+    kl = (F.softmax(t / T, 1) * (F.log_softmax(t / T, 1) - F.log_softmax(s / T, 1))).sum(1).mean()
+    _, parts = kd_loss(s, t, None, T, 0.0, 1.0)
+    torch.testing.assert_close(parts["soft"], kl * T**2)
+
+
+def test_the_two_weights_do_what_their_names_say():
+    s, t, y = torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0, 2, 1, 1])
+    ce = F.cross_entropy(s, y)
+    _, parts = kd_loss(s, t, y, 2.0, 1.0, 1.0)
+    only_hard, _ = kd_loss(s, t, y, 2.0, 0.7, 0.0)
+    only_soft, _ = kd_loss(s, t, y, 2.0, 0.0, 0.3)
+    both, _ = kd_loss(s, t, y, 2.0, 0.7, 0.3)
+    torch.testing.assert_close(only_hard, 0.7 * ce)
+    torch.testing.assert_close(only_soft, 0.3 * parts["soft"])
+    torch.testing.assert_close(both, 0.7 * ce + 0.3 * parts["soft"])
+
+
+def test_unlabelled_samples_only_contribute_the_soft_term():
+    s, t = torch.randn(4, 3), torch.randn(4, 3)
+    y = torch.tensor([0, UNLABELED, 2, UNLABELED])
+    _, parts = kd_loss(s, t, y, 2.0, 1.0, 1.0)
+    torch.testing.assert_close(parts["hard"], F.cross_entropy(s[[0, 2]], y[[0, 2]]))
+    _, none_labelled = kd_loss(s, t, torch.full((4,), UNLABELED), 2.0, 1.0, 1.0)
+    assert float(none_labelled["hard"]) == 0.0
+
+
+def test_temperature_must_be_positive():
+    with pytest.raises(ValueError, match="temperature"):
+        kd_loss(torch.randn(2, 3), torch.randn(2, 3), None, 0.0, 1.0, 1.0)
+
+
+def _teacher_file(tmp_path):
+    torch.manual_seed(1)
+    t = build_model(ModelConfig(arch="mobilenet_v3_small", weights=None, width_mult=0.5), 10).model
+    # make BN statistics non-trivial so that a moving statistic would be visible
+    t.train()
+    with torch.no_grad():
+        t(torch.randn(8, 3, 32, 32))
+    return save_portable(tmp_path / "teacher.pt", t, "mobilenet_v3_small", [str(i) for i in range(10)],
+                         Preprocessing(input_size=32), width_mult=0.5)
+
+
+@pytest.mark.parametrize("hints", [[], [HintPair("stage3", "stage4")]])
+def test_teacher_stays_fixed_during_distillation_steps(tmp_path, hints):
+    obj = KDObjective(str(_teacher_file(tmp_path)), 4.0, 0.5, 0.5, hints, 1.0 if hints else 0.0)
+    obj.setup(torch.device("cpu"))
+    before = {k: v.clone() for k, v in obj.teacher.state_dict().items()}
+    built = build_model(ModelConfig(arch="mobilenet_v3_small", weights=None, width_mult=0.5), 10)
+    student = built.model
+    extras = obj.extra_modules(student, built.spec, (3, 32, 32)) if hints else None
+    params = list(student.parameters()) + (list(extras.parameters()) if extras else [])
+    opt = torch.optim.SGD(params, lr=0.1)
+    for _ in range(3):
+        set_train_mode(student, [])
+        x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+        loss, logits = obj(student, x, y, extras) if hints else obj(student, x, y)
+        assert logits.shape == (8, 10)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert not obj.teacher.training
+    for k, v in obj.teacher.state_dict().items():
+        assert torch.equal(v, before[k]), f"teacher {k} changed"
+    assert all(p.grad is None and not p.requires_grad for p in obj.teacher.parameters())
+    if hints:
+        assert all(p.grad is not None for p in extras.parameters())

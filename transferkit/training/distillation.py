@@ -1,0 +1,204 @@
+"""Driver of ``transferkit distill``: a fine-tuned teacher into a compact student on Ray Train.
+
+The student trains in the same per-worker loop as fine-tuning, with
+:class:`~transferkit.training.distill.KDObjective` plugged in; it gets the same checkpoints,
+resume, metrics and portable ``model.pt`` (so ``transferkit export`` works on it unchanged).
+
+Outputs in the student's run folder, beside the usual ones:
+``distill_report.json`` / ``distill_report.md`` (teacher vs student vs label-only baseline:
+parameters, test accuracy on the same test images) and ``baseline/`` (the label-only run).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from transferkit.config import ConfigError, DistillConfig, FinetuneConfig, Preprocessing
+from transferkit.data.dataset import verify_images
+from transferkit.data.folder import Splits, scan_images
+from transferkit.models import count_parameters
+from transferkit.models.portable import load_portable
+from transferkit.training.distill import UNLABELED, make_kd_objective
+from transferkit.training.trainer import (_finish, _fit, evaluate_split, finetune, load_splits,
+                                          resolve_preprocessing, start_run)
+
+__all__ = ["distill", "teacher_dataset"]
+
+
+def teacher_dataset(teacher: str) -> str | None:
+    """The dataset the teacher run was trained on (from its ``config.yaml``), if known."""
+    import yaml
+
+    p = Path(teacher)
+    cfg_file = (p if p.is_dir() else p.parent) / "config.yaml"
+    if cfg_file.is_file():
+        return (yaml.safe_load(cfg_file.read_text()) or {}).get("data", {}).get("dataset")
+    return None
+
+
+def _teacher_splits(teacher: str) -> Splits | None:
+    p = Path(teacher)
+    f = (p if p.is_dir() else p.parent) / "splits.json"
+    return Splits.from_json(f.read_text()) if f.is_file() else None
+
+
+def _resolve_student_splits(cfg: DistillConfig, run_dir: Path) -> Splits:
+    """The teacher's own splits when the dataset is the teacher's (same test images for both);
+    otherwise a fresh split. Unlabelled transfer images are appended to train with label -1."""
+    t_splits = _teacher_splits(cfg.teacher)
+    same = False
+    if t_splits is not None:
+        ds = Path(cfg.data.dataset).expanduser()
+        same = ds.exists() and str(ds.resolve()) == t_splits.source
+    splits = t_splits if same else load_splits(cfg, run_dir)
+    if cfg.unlabeled:
+        paths = scan_images(cfg.unlabeled)
+        good, _ = verify_images([(p, UNLABELED) for p in paths])
+        if not good:
+            raise ConfigError(f"unlabeled: {cfg.unlabeled} holds no readable images")
+        splits.train = splits.train + good
+        print(f"[transferkit] transfer set: {len(good)} unlabelled images from {cfg.unlabeled}")
+    return splits
+
+
+def _check_classes(splits: Splits, teacher_classes: list[str]) -> None:
+    if splits.class_names != teacher_classes:
+        raise ConfigError(
+            f"teacher: its classes {teacher_classes} differ from the dataset's "
+            f"{splits.class_names}; distil on the data the teacher was trained for")
+
+
+def _student_preprocessing(cfg: DistillConfig, t_prep: Preprocessing, plan_prep: Preprocessing
+                           ) -> Preprocessing:
+    if cfg.model.weights is None:
+        prep = t_prep
+        if cfg.data.image_size is not None:
+            prep = prep.model_copy(update={"input_size": cfg.data.image_size, "crop_pct": 1.0})
+        return prep
+    return plan_prep
+
+
+def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Distil ``cfg.teacher`` into ``cfg.model`` on ``cfg.data`` (+ ``cfg.unlabeled``).
+
+    Returns:
+        The report dict (also written as ``distill_report.json`` and ``.md``).
+
+    Raises:
+        ConfigError: teacher classes differ from the data's, no transfer images, resources.
+        PortableModelError: the teacher folder holds no ``model.pt``.
+        plus the errors of :func:`transferkit.training.trainer.prepare_run`.
+    """
+    teacher, t_info = load_portable(cfg.teacher)
+    t_prep = teacher.preprocessing
+    run_dir = Path(cfg.output).expanduser().resolve()
+    splits = None
+    if not (resume and (run_dir / "splits.json").is_file()):
+        splits = _resolve_student_splits(cfg, run_dir)
+        _check_classes(splits, t_info["class_names"])
+    # The student's preprocessing: the teacher's unless the student has weights of its own.
+    from transferkit.models import build_model
+
+    probe = build_model(cfg.model.model_copy(update={"freeze_depth": 0}), len(t_info["class_names"]),
+                        load_weights=False)
+    s_prep = _student_preprocessing(cfg, t_prep, resolve_preprocessing(probe, cfg.data.image_size))
+    cfg = cfg.model_copy(update={"teacher": t_info["path"]})  # absolute: workers may run elsewhere
+    plan = start_run(cfg, resume, overwrite, splits=splits, preprocessing=s_prep)
+    _check_classes(plan.splits, t_info["class_names"])
+    print(f"[transferkit] teacher {t_info['arch']} ({count_parameters(teacher.model):,} parameters) "
+          f"-> student {cfg.model.arch} x{cfg.model.width_mult} "
+          f"({count_parameters(plan.built.model):,}); T={cfg.kd.temperature}, "
+          f"hard_weight={cfg.kd.hard_weight}, soft_weight={cfg.kd.soft_weight}")
+    result = _fit(plan, make_kd_objective, config_kind="distill",
+                  teacher_preprocessing=t_prep.model_dump(mode="json") if t_prep != s_prep else None)
+    student = _finish(plan, result)
+    teacher_test = evaluate_split(teacher.model, _labelled(plan.splits.test), t_prep,
+                                  len(t_info["class_names"]))
+    baseline = _run_baseline(cfg, plan.splits, s_prep, resume) if cfg.baseline else None
+    report = _report(cfg, plan, t_info, teacher, teacher_test, student, baseline)
+    return report
+
+
+def _labelled(samples):
+    return [s for s in samples if s[1] != UNLABELED]
+
+
+def _run_baseline(cfg: DistillConfig, splits: Splits, prep: Preprocessing, resume: bool
+                  ) -> dict[str, Any]:
+    """Label-only student: same architecture, epochs, optimizer; cross-entropy on the labels."""
+    out = Path(cfg.output).expanduser().resolve() / "baseline"
+    fields = set(FinetuneConfig.model_fields)
+    base = FinetuneConfig.model_validate(
+        {k: v for k, v in cfg.model_dump(mode="json").items() if k in fields} | {"output": str(out)})
+    if (out / "model.pt").is_file() and (out / "test_metrics.json").is_file():
+        print(f"[transferkit] label-only baseline already trained: {out}")
+        summary = json.loads((out / "test_metrics.json").read_text())
+    else:
+        labelled = Splits(splits.class_names, _labelled(splits.train), splits.val, splits.test,
+                          splits.source, splits.skipped)
+        if cfg.baseline_dataset:
+            base = base.model_copy(update={"data": base.data.model_copy(
+                update={"dataset": cfg.baseline_dataset})})
+            labelled = None
+        print(f"[transferkit] training the label-only baseline in {out}")
+        plan = start_run(base, resume=resume and out.exists(), overwrite=not resume,
+                         splits=labelled, preprocessing=prep)
+        summary = _finish(plan, _fit(plan))
+    built, _ = load_portable(out)
+    test = evaluate_split(built.model, _labelled(splits.test), built.preprocessing,
+                          len(splits.class_names))
+    return {"run_dir": str(out), "dataset": cfg.baseline_dataset or cfg.data.dataset,
+            "best_val_acc": summary.get("best_val_acc"), **test}
+
+
+def _report(cfg, plan, t_info, teacher, teacher_test, student, baseline) -> dict[str, Any]:
+    t_params = count_parameters(teacher.model)
+    s_params = count_parameters(plan.built.model)
+    n_unlabeled = sum(1 for s in plan.splits.train if s[1] == UNLABELED)
+    report = {
+        "teacher": {"path": t_info["path"], "arch": t_info["arch"], "parameters": t_params,
+                    "test_acc": teacher_test["test_acc"]},
+        "student": {"run_dir": str(plan.run_dir), "arch": cfg.model.arch,
+                    "width_mult": cfg.model.width_mult, "parameters": s_params,
+                    "test_acc": student.get("test_acc"), "best_val_acc": student["best_val_acc"]},
+        "baseline": baseline,
+        "parameter_ratio": s_params / t_params,
+        "accuracy_ratio": (student.get("test_acc") or 0.0) / max(teacher_test["test_acc"], 1e-12),
+        "kd": cfg.kd.model_dump(mode="json"),
+        "epochs": cfg.optim.epochs,
+        "data": {"dataset": cfg.data.dataset, "labelled_train": len(plan.splits.train) - n_unlabeled,
+                 "unlabelled_transfer": n_unlabeled, "val": len(plan.splits.val),
+                 "test": len(_labelled(plan.splits.test))},
+    }
+    (plan.run_dir / "distill_report.json").write_text(json.dumps(report, indent=2))
+    md = _markdown(report)
+    (plan.run_dir / "distill_report.md").write_text(md)
+    print(md)
+    return report
+
+
+def _markdown(r: dict[str, Any]) -> str:
+    def acc(x):
+        return "-" if x is None else f"{100 * x:.2f}%"
+
+    rows = [("teacher", r["teacher"]["arch"], r["teacher"]["parameters"], r["teacher"]["test_acc"]),
+            ("student (distilled)", f"{r['student']['arch']} x{r['student']['width_mult']}",
+             r["student"]["parameters"], r["student"]["test_acc"])]
+    if r["baseline"]:
+        rows.append(("student (labels only)", f"{r['student']['arch']} x{r['student']['width_mult']}",
+                     r["student"]["parameters"], r["baseline"]["test_acc"]))
+    d = r["data"]
+    lines = ["# Distillation report", "",
+             f"Test split: {d['test']} labelled images; training: {d['labelled_train']} labelled + "
+             f"{d['unlabelled_transfer']} unlabelled; {r['epochs']} epochs; T={r['kd']['temperature']}, "
+             f"hard_weight={r['kd']['hard_weight']}, soft_weight={r['kd']['soft_weight']}"
+             + (f", hints {r['kd']['hints']} x{r['kd']['hint_weight']}" if r["kd"]["hints"] else ""), "",
+             "| model | architecture | parameters | test top-1 |", "|---|---|---:|---:|"]
+    lines += [f"| {a} | {b} | {c:,} | {acc(e)} |" for a, b, c, e in rows]
+    lines += ["", f"Student/teacher parameters: {r['parameter_ratio']:.3f}; "
+              f"student/teacher accuracy: {r['accuracy_ratio']:.4f}"]
+    if r["baseline"] and r["baseline"]["dataset"] != r["data"]["dataset"]:
+        lines.append(f"Baseline trained on {r['baseline']['dataset']}.")
+    return "\n".join(lines) + "\n"
