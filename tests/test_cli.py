@@ -59,7 +59,10 @@ def test_finetune_then_export_from_the_command_line(ray_cluster, digits_80_20, t
     assert "2 workers x batch 16 = global batch 32" in r.stdout and (run / "model.pt").is_file()
     r = tk("finetune", "--dataset", digits_80_20[0], "--output", run)
     assert r.returncode == 2 and str(run) in r.stderr and "--resume" in r.stderr
-    r = tk("export", run, "--output", tmp_path / "m.onnx")
+    # One epoch at 16 px leaves extreme BatchNorm statistics: fp32 differences reach ~2e-4 here
+    # (the 32 px / 3-epoch run of tests/export meets the default 1e-4). The default stays strict
+    # and this line also shows that --atol reaches the check.
+    r = tk("export", run, "--output", tmp_path / "m.onnx", "--atol", "1e-3")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "top-1 agreement 100.00%" in r.stdout and (tmp_path / "m.onnx").is_file()
 
@@ -83,3 +86,14 @@ def test_predict_needs_no_torch(exported_onnx, digits_80_20):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(r.stdout.splitlines()) > 30
+
+
+def test_distill_mistakes_name_the_field(tmp_path):
+    r = tk("distill", "--teacher", tmp_path, "--temperature", "0")
+    assert r.returncode == 2 and "kd.temperature" in r.stderr
+    r = tk("distill", "--teacher", tmp_path, "--hard-weight", "0", "--soft-weight", "0")
+    assert r.returncode == 2 and "nothing to learn from" in r.stderr
+    r = tk("distill", "--teacher", tmp_path, "--hint", "stage3")
+    assert r.returncode == 2 and "STUDENT_STAGE:TEACHER_STAGE" in r.stderr
+    r = tk("distill", "--teacher", tmp_path / "missing")
+    assert r.returncode == 2 and "teacher (--teacher)" in r.stderr and "model.pt" in r.stderr

@@ -108,3 +108,20 @@ def test_training_augmentation_changes_pixels_but_not_shape(digits_dir):
     xs = [aug[0][0] for _ in range(4)]
     assert all(x.shape == (3, 24, 24) for x in xs)
     assert any(not torch.equal(x, plain[0][0]) for x in xs)
+
+
+def test_pair_transform_gives_each_model_its_own_preprocessing_of_one_augmented_image(digits_dir):
+    """Distillation with different teacher/student inputs: same augmented view, two tensors."""
+    from transferkit.data.dataset import build_pair_transform
+
+    _, samples = scan_folder(digits_dir)
+    student = Preprocessing(input_size=16, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    teacher = Preprocessing(input_size=32)
+    img = load_image(samples[0][0])
+    s, t = build_pair_transform(student, teacher, None)(img)
+    assert s.shape == (3, 16, 16) and t.shape == (3, 32, 32)
+    assert torch.equal(s, torch.from_numpy(preprocess(img, student)))
+    assert torch.equal(t, torch.from_numpy(preprocess(img, teacher)))
+    torch.manual_seed(0)
+    s_aug, t_aug = build_pair_transform(student, student, AugmentConfig(rotation_deg=30))(img)
+    assert torch.equal(s_aug, t_aug)  # one augmentation, shared

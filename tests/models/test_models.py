@@ -146,3 +146,12 @@ def test_width_multiplier_shrinks_mobilenet():
     assert n(half) < 0.5 * n(full)
     with pytest.raises(ValueError, match="width_mult"):
         build_model(ModelConfig(arch="resnet18", weights=None, width_mult=0.5), 10)
+
+
+def test_from_scratch_models_use_batchnorm_momentum_0_1():
+    """torchvision's MobileNetV3 uses 0.01; from scratch on small data that leaves eval-mode
+    statistics useless for hundreds of steps (a real bug: val accuracy stuck at chance)."""
+    scratch = build_model(ModelConfig(arch="mobilenet_v3_small", weights=None), 10).model
+    assert {m.momentum for m in scratch.modules() if isinstance(m, nn.BatchNorm2d)} == {0.1}
+    pinned = build_model(ModelConfig(arch="mobilenet_v3_small", weights=None, bn_momentum=0.01), 10).model
+    assert {m.momentum for m in pinned.modules() if isinstance(m, nn.BatchNorm2d)} == {0.01}

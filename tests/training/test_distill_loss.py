@@ -73,9 +73,10 @@ def _teacher_file(tmp_path):
                          Preprocessing(input_size=32), width_mult=0.5)
 
 
-@pytest.mark.parametrize("hints", [[], [HintPair("stage3", "stage4")]])
-def test_teacher_stays_fixed_during_distillation_steps(tmp_path, hints):
-    obj = KDObjective(str(_teacher_file(tmp_path)), 4.0, 0.5, 0.5, hints, 1.0 if hints else 0.0)
+@pytest.mark.parametrize("hints,mixup", [([], 0.0), ([HintPair("stage3", "stage4")], 0.0), ([], 0.5)])
+def test_teacher_stays_fixed_during_distillation_steps(tmp_path, hints, mixup):
+    obj = KDObjective(str(_teacher_file(tmp_path)), 4.0, 0.5, 0.5, hints, 1.0 if hints else 0.0,
+                      mixup_alpha=mixup)
     obj.setup(torch.device("cpu"))
     before = {k: v.clone() for k, v in obj.teacher.state_dict().items()}
     built = build_model(ModelConfig(arch="mobilenet_v3_small", weights=None, width_mult=0.5), 10)
@@ -97,3 +98,16 @@ def test_teacher_stays_fixed_during_distillation_steps(tmp_path, hints):
     assert all(p.grad is None and not p.requires_grad for p in obj.teacher.parameters())
     if hints:
         assert all(p.grad is not None for p in extras.parameters())
+
+
+def test_mixup_feeds_teacher_and_student_the_same_mixed_images(tmp_path):
+    obj = KDObjective(str(_teacher_file(tmp_path)), 2.0, 1.0, 1.0, mixup_alpha=1.0)
+    obj.setup(torch.device("cpu"))
+    seen = []
+    obj.teacher.register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))
+    student = build_model(ModelConfig(arch="mobilenet_v3_small", weights=None, width_mult=0.5), 10).model
+    student.register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))
+    x = torch.randn(6, 3, 32, 32)
+    torch.manual_seed(3)
+    obj(student.train(), x, torch.tensor([0, 1, 2, UNLABELED, 4, 5]))
+    assert torch.equal(seen[0], seen[1]) and not torch.equal(seen[0], x)

@@ -72,10 +72,9 @@ class ExportReport:
 
 def validation_images_for(info: dict[str, Any], limit: int) -> tuple[list[str], str]:
     """Real images to compare on: the run's test split (else val), from its ``splits.json``."""
-    run_dir = Path(info.get("source") or Path(info["path"]).parent)
-    splits_file = run_dir / "splits.json"
-    if not splits_file.is_file():
-        splits_file = Path(info["path"]).parent / "splits.json"
+    splits_file = Path(info["path"]).parent / "splits.json"  # the run folder holding model.pt
+    if not splits_file.is_file() and info.get("source"):  # model.pt copied elsewhere
+        splits_file = Path(info["source"]) / "splits.json"
     if splits_file.is_file():
         d = json.loads(splits_file.read_text())
         for split in ("test", "val", "train"):

@@ -80,6 +80,11 @@ def _construct(spec: ArchSpec, cfg: ModelConfig, num_classes: int) -> nn.Module:
         for m in model.get_submodule(spec.head).modules():
             if isinstance(m, nn.Dropout):
                 m.p = cfg.dropout
+    momentum = cfg.bn_momentum if cfg.bn_momentum is not None else (0.1 if cfg.weights is None else None)
+    if momentum is not None:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = momentum
     return model
 
 

@@ -95,8 +95,10 @@ class KDObjective:
     """
 
     def __init__(self, teacher_path: str, temperature: float, hard_weight: float,
-                 soft_weight: float, hints: list[HintPair] | None = None, hint_weight: float = 0.0):
+                 soft_weight: float, hints: list[HintPair] | None = None, hint_weight: float = 0.0,
+                 mixup_alpha: float = 0.0):
         self.teacher_path = teacher_path
+        self.mixup_alpha = mixup_alpha
         self.temperature, self.hard_weight, self.soft_weight = temperature, hard_weight, soft_weight
         self.hints = list(hints or [])
         self.hint_weight = hint_weight
@@ -156,6 +158,9 @@ class KDObjective:
                  extras: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(loss, student logits [B, K])``."""
         s_x, t_x = images if isinstance(images, (tuple, list)) else (images, images)
+        perm, lam = None, 1.0
+        if self.mixup_alpha > 0 and model.training and s_x.shape[0] > 1:
+            s_x, t_x, perm, lam = _mix(s_x, t_x, self.mixup_alpha)
         with torch.inference_mode():
             t_logits = self.teacher(t_x)
         t_logits = t_logits.clone()
@@ -163,14 +168,39 @@ class KDObjective:
             for cap in self._t_caps:
                 cap.value = cap.value.clone()
         s_logits = model(s_x)
-        loss, _ = kd_loss(s_logits, t_logits, labels, self.temperature, self.hard_weight,
-                          self.soft_weight)
+        if perm is None:
+            loss, _ = kd_loss(s_logits, t_logits, labels, self.temperature, self.hard_weight,
+                              self.soft_weight)
+        else:  # mixed inputs: soft term on the mix; hard term mixed like the inputs (mixup)
+            soft, _ = kd_loss(s_logits, t_logits, None, self.temperature, 0.0, self.soft_weight)
+            hard = lam * _hard_only(s_logits, labels) + (1.0 - lam) * _hard_only(s_logits, labels[perm])
+            loss = soft + self.hard_weight * hard
         if self.hints and self.hint_weight > 0 and extras is not None:
             loss = loss + self.hint_weight * self._hint_loss(extras)
         return loss, s_logits
 
 
+def _mix(s_x: torch.Tensor, t_x: torch.Tensor, alpha: float):
+    """Mixup (Zhang et al. 2018) applied identically to student and teacher inputs, so that the
+    teacher labels exactly what the student sees ("consistent teaching", Beyer et al. 2022)."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(s_x.shape[0], device=s_x.device)
+    mixed_s = lam * s_x + (1.0 - lam) * s_x[perm]
+    mixed_t = mixed_s if t_x is s_x else lam * t_x + (1.0 - lam) * t_x[perm]
+    return mixed_s, mixed_t, perm, lam
+
+
+def _hard_only(s_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the labelled samples (0 when there are none)."""
+    labelled = labels != UNLABELED
+    if not labelled.any():
+        return s_logits.new_zeros(())
+    return F.cross_entropy(s_logits.float()[labelled], labels[labelled])
+
+
 def make_kd_objective(cfg) -> KDObjective:
     """Factory run inside each worker from a distillation config (picklable by reference)."""
-    return KDObjective(cfg.teacher, cfg.kd.temperature, cfg.kd.hard_weight, cfg.kd.soft_weight,
-                       [HintPair(a, b) for a, b in cfg.kd.hints], cfg.kd.hint_weight)
+    return KDObjective(cfg.teacher, cfg.kd.temperature,
+                       cfg.kd.hard_weight, cfg.kd.soft_weight,
+                       [HintPair(a, b) for a, b in cfg.kd.hints], cfg.kd.hint_weight,
+                       cfg.kd.mixup_alpha)

@@ -193,7 +193,8 @@ def _markdown(r: dict[str, Any]) -> str:
     lines = ["# Distillation report", "",
              f"Test split: {d['test']} labelled images; training: {d['labelled_train']} labelled + "
              f"{d['unlabelled_transfer']} unlabelled; {r['epochs']} epochs; T={r['kd']['temperature']}, "
-             f"hard_weight={r['kd']['hard_weight']}, soft_weight={r['kd']['soft_weight']}"
+             f"hard_weight={r['kd']['hard_weight']}, soft_weight={r['kd']['soft_weight']}, "
+             f"mixup_alpha={r['kd']['mixup_alpha']}"
              + (f", hints {r['kd']['hints']} x{r['kd']['hint_weight']}" if r["kd"]["hints"] else ""), "",
              "| model | architecture | parameters | test top-1 |", "|---|---|---:|---:|"]
     lines += [f"| {a} | {b} | {c:,} | {acc(e)} |" for a, b, c, e in rows]

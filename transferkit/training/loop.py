@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -98,6 +99,12 @@ class _WithExtras(torch.nn.Module):
         return self.student(x)
 
 
+def _say(message: str) -> None:
+    """One line to the worker's real stdout (forwarded to the driver once). Ray Train patches
+    ``print`` to also log through the root logger, which shows every line twice."""
+    print(message, file=sys.__stdout__, flush=True)
+
+
 def _to(images, device):
     if isinstance(images, (tuple, list)):
         return tuple(t.to(device, non_blocking=True) for t in images)
@@ -169,7 +176,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, history = state["epoch"] + 1, state["history"]
         if rank == 0:
-            print(f"[transferkit] resumed from epoch {state['epoch'] + 1} checkpoint", flush=True)
+            _say(f"[transferkit] resumed from epoch {state['epoch'] + 1} checkpoint")
 
     for epoch in range(start_epoch, cfg.optim.epochs):
         sampler.set_epoch(epoch)
@@ -198,8 +205,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                    "lr_backbone": _group_lr(optimizer, "backbone"), "lr_head": _group_lr(optimizer, "head")}
         history.append(metrics)
         if rank == 0:
-            print("[transferkit] " + json.dumps({k: round(v, 5) if isinstance(v, float) else v
-                                                 for k, v in metrics.items()}), flush=True)
+            _say("[transferkit] " + json.dumps({k: round(v, 5) if isinstance(v, float) else v
+                                               for k, v in metrics.items()}))
             with tempfile.TemporaryDirectory() as tmp:
                 _save_state(Path(tmp), student, extras, optimizer, scheduler, epoch, history)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
