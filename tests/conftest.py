@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token file needed for a local test cluster
+# bundled datasets are cached under TRANSFERKIT_HOME: keep the tests' copy out of the user's cache
+os.environ["TRANSFERKIT_HOME"] = tempfile.mkdtemp(prefix="transferkit-test-home-")
 
 SMALL = 32  # image size for tests: keeps the suite fast on 2 CPUs
 

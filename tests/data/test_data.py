@@ -125,3 +125,13 @@ def test_pair_transform_gives_each_model_its_own_preprocessing_of_one_augmented_
     torch.manual_seed(0)
     s_aug, t_aug = build_pair_transform(student, student, AugmentConfig(rotation_deg=30))(img)
     assert torch.equal(s_aug, t_aug)  # one augmentation, shared
+
+
+def test_bundled_dataset_is_cached_once_outside_run_folders():
+    from transferkit.data.folder import data_home, dataset_folder
+
+    a = resolve_splits("digits", 0.1, 0.1, seed=0)
+    b = resolve_splits("digits", 0.1, 0.1, seed=0)
+    assert a.source == b.source == str(dataset_folder("digits"))
+    assert a.source.startswith(str(data_home().resolve()))
+    assert sum(a.counts().values()) == 1797 and a.test == b.test

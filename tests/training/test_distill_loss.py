@@ -111,3 +111,33 @@ def test_mixup_feeds_teacher_and_student_the_same_mixed_images(tmp_path):
     torch.manual_seed(3)
     obj(student.train(), x, torch.tensor([0, 1, 2, UNLABELED, 4, 5]))
     assert torch.equal(seen[0], seen[1]) and not torch.equal(seen[0], x)
+
+
+def test_distillation_reuses_the_teachers_splits_for_a_bundled_dataset(tmp_path):
+    """A teacher trained on `--dataset digits`: the student must see the same test images, and
+    nothing may be written into the (not yet created) student run folder before its checks."""
+    import yaml
+
+    from transferkit.config import DistillConfig
+    from transferkit.data import resolve_splits
+    from transferkit.training.distillation import _resolve_student_splits
+
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    splits = resolve_splits("digits", 0.1, 0.1, seed=0)
+    (teacher / "splits.json").write_text(splits.to_json())
+    (teacher / "config.yaml").write_text(yaml.safe_dump({"data": {"dataset": "digits"}}))
+    run = tmp_path / "student"
+    cfg = DistillConfig(teacher=str(teacher), output=str(run))
+    got = _resolve_student_splits(cfg, run)
+    assert got.test == splits.test and got.train == splits.train
+    assert not run.exists()
+
+
+def test_a_missing_transfer_folder_names_the_option(tmp_path):
+    from transferkit.config import ConfigError, DistillConfig
+    from transferkit.training.distillation import _resolve_student_splits
+
+    cfg = DistillConfig(teacher=str(tmp_path), unlabeled=str(tmp_path / "nope"), output=str(tmp_path / "s"))
+    with pytest.raises(ConfigError, match=r"unlabeled \(--unlabeled\)"):
+        _resolve_student_splits(cfg, tmp_path / "s")

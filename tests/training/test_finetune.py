@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from transferkit.config import ConfigError, FinetuneConfig
+from transferkit.config import ConfigError, FinetuneConfig, ModelConfig, load_config
 from transferkit.models import FreezeDepthError, build_model
 from transferkit.models.portable import load_portable
 from transferkit.training.trainer import RunExistsError, finetune, prepare_run
@@ -44,8 +44,7 @@ def test_model_pt_is_portable_and_loads_weights_only(trained_run):
     assert obj["preprocessing"]["input_size"] == 32
     assert not any(k.startswith("module.") for k in obj["state_dict"])  # DDP prefix stripped
     built, info = load_portable(trained_run)
-    fresh = build_model(built.spec and __import__("transferkit.config", fromlist=["x"]).ModelConfig(
-        arch="mobilenet_v2", weights=None), 10).model
+    fresh = build_model(ModelConfig(arch="mobilenet_v2", weights=None), 10).model
     fresh.load_state_dict(obj["state_dict"])
     fresh.eval()
     x = torch.randn(2, 3, 32, 32)
@@ -72,10 +71,9 @@ def test_resume_continues_from_the_last_checkpoint(trained_run, tmp_path):
     run = tmp_path / "resumed"
     shutil.copytree(trained_run, run)
     before = (run / "metrics.jsonl").read_text().splitlines()
-    cfg = FinetuneConfig.model_validate(
-        {**_cfg("unused", run).model_dump(), "optim": {**_cfg("x", run).optim.model_dump(), "epochs": 4},
-         "data": json.loads(json.dumps(
-             __import__("yaml").safe_load((trained_run / "config.yaml").read_text())["data"]))})
+    saved = load_config(FinetuneConfig, trained_run / "config.yaml")  # what the run recorded
+    cfg = saved.model_copy(update={"output": str(run),
+                                   "optim": saved.optim.model_copy(update={"epochs": 4})})
     finetune(cfg, resume=True)
     after = (run / "metrics.jsonl").read_text().splitlines()
     assert len(after) == 4

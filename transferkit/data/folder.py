@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from transferkit.imaging import IMAGE_EXTENSIONS
 
-__all__ = ["Sample", "Splits", "scan_folder", "scan_images", "stratified_split", "resolve_splits", "DatasetError"]
+__all__ = ["Sample", "Splits", "scan_folder", "scan_images", "dataset_folder", "data_home", "stratified_split", "resolve_splits", "DatasetError"]
 
 log = logging.getLogger(__name__)
 
@@ -133,36 +136,53 @@ def stratified_split(
     return sorted(train), sorted(val), sorted(test)
 
 
-def resolve_splits(
-    dataset: str, val_fraction: float, test_fraction: float, seed: int,
-    materialize_root: str | Path | None = None,
-) -> Splits:
-    """Turn ``--dataset`` into file lists.
+def data_home() -> Path:
+    """Where bundled datasets are written as PNG folders: ``$TRANSFERKIT_HOME/datasets``
+    (default ``~/.cache/transferkit/datasets``), shared by every run."""
+    root = os.environ.get("TRANSFERKIT_HOME") or Path.home() / ".cache" / "transferkit"
+    return Path(root).expanduser() / "datasets"
 
-    Args:
-        dataset: a bundled name (materialized as PNGs under ``materialize_root``) or a folder.
-        val_fraction, test_fraction: used when the folder is not pre-split.
-        seed: split seed.
-        materialize_root: where a bundled dataset is written (e.g. the run folder).
+
+def dataset_folder(dataset: str) -> Path:
+    """The folder ``--dataset`` names: an existing path as given, else a bundled dataset's
+    cached PNG folder (written once, atomically, on first use).
 
     Raises:
-        DatasetError: unknown name / missing folder / empty folder / inconsistent pre-split.
+        DatasetError: neither an existing folder nor a bundled name.
     """
     from transferkit.data.bundled import BUNDLED, materialize
 
     path = Path(dataset).expanduser()
+    if path.exists():
+        return path.resolve()
+    if dataset not in BUNDLED:
+        raise DatasetError(
+            f"--dataset {dataset!r} is neither an existing folder nor a bundled dataset "
+            f"(bundled: {', '.join(sorted(BUNDLED))})")
+    path = data_home() / dataset
     if not path.exists():
-        if dataset in BUNDLED:
-            if materialize_root is None:
-                raise DatasetError(f"bundled dataset {dataset!r} needs a folder to be written to")
-            path = Path(materialize_root) / f"dataset-{dataset}"
-            if not path.exists():
-                materialize(dataset, path)
-        else:
-            raise DatasetError(
-                f"--dataset {dataset!r} is neither an existing folder nor a bundled dataset "
-                f"(bundled: {', '.join(sorted(BUNDLED))})"
-            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dataset}-", dir=path.parent))
+        materialize(dataset, tmp, overwrite=True)
+        try:
+            tmp.rename(path)
+        except OSError:  # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path.resolve()
+
+
+def resolve_splits(dataset: str, val_fraction: float, test_fraction: float, seed: int) -> Splits:
+    """Turn ``--dataset`` into file lists.
+
+    Args:
+        dataset: a bundled name (see :func:`dataset_folder`) or a folder.
+        val_fraction, test_fraction: used when the folder is not pre-split.
+        seed: split seed.
+
+    Raises:
+        DatasetError: unknown name / missing folder / empty folder / inconsistent pre-split.
+    """
+    path = dataset_folder(dataset)
     if not path.is_dir():
         raise DatasetError(f"--dataset {dataset!r} is not a folder")
     if (path / "train").is_dir():

@@ -17,7 +17,7 @@ from typing import Any
 
 from transferkit.config import ConfigError, DistillConfig, FinetuneConfig, Preprocessing
 from transferkit.data.dataset import verify_images
-from transferkit.data.folder import Splits, scan_images
+from transferkit.data.folder import DatasetError, Splits, dataset_folder, scan_images
 from transferkit.models import count_parameters
 from transferkit.models.portable import load_portable
 from transferkit.training.distill import UNLABELED, make_kd_objective
@@ -48,13 +48,13 @@ def _resolve_student_splits(cfg: DistillConfig, run_dir: Path) -> Splits:
     """The teacher's own splits when the dataset is the teacher's (same test images for both);
     otherwise a fresh split. Unlabelled transfer images are appended to train with label -1."""
     t_splits = _teacher_splits(cfg.teacher)
-    same = False
-    if t_splits is not None:
-        ds = Path(cfg.data.dataset).expanduser()
-        same = ds.exists() and str(ds.resolve()) == t_splits.source
+    same = t_splits is not None and str(dataset_folder(cfg.data.dataset)) == t_splits.source
     splits = t_splits if same else load_splits(cfg, run_dir)
     if cfg.unlabeled:
-        paths = scan_images(cfg.unlabeled)
+        try:
+            paths = scan_images(cfg.unlabeled)
+        except DatasetError as exc:
+            raise ConfigError(f"unlabeled (--unlabeled): {exc}") from None
         good, _ = verify_images([(p, UNLABELED) for p in paths])
         if not good:
             raise ConfigError(f"unlabeled: {cfg.unlabeled} holds no readable images")

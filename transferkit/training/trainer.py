@@ -105,8 +105,7 @@ def _prepare_folder(run_dir: Path, resume: bool, overwrite: bool) -> bool:
 def load_splits(cfg: FinetuneConfig, run_dir: Path) -> Splits:
     """Resolve ``cfg.data.dataset`` into verified file lists (unreadable images dropped and
     listed in ``splits.skipped`` with a warning each)."""
-    splits = resolve_splits(cfg.data.dataset, cfg.data.val_fraction, cfg.data.test_fraction,
-                            cfg.seed, materialize_root=run_dir)
+    splits = resolve_splits(cfg.data.dataset, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
     good_train, bad_tr = verify_images(splits.train)
     good_val, bad_val = verify_images(splits.val)
     good_test, bad_te = verify_images(splits.test)
