@@ -136,13 +136,9 @@ def distill(
 
     if resume and overwrite:
         _fail("--resume and --overwrite exclude each other")
-    hints = None
-    if hint:
-        try:
-            hints = [tuple(h.split(":", 1)) for h in hint]
-            assert all(len(h) == 2 and all(h) for h in hints)
-        except AssertionError:
-            _fail("--hint takes STUDENT_STAGE:TEACHER_STAGE, e.g. stage3:stage4")
+    hints = [tuple(h.split(":", 1)) for h in hint] if hint else None
+    if hints and not all(len(h) == 2 and all(h) for h in hints):
+        _fail("--hint takes STUDENT_STAGE:TEACHER_STAGE, e.g. stage3:stage4")
     try:
         file_data = load_yaml(config) if config else {}
     except ConfigError as exc:

@@ -129,7 +129,7 @@ def test_distillation_reuses_the_teachers_splits_for_a_bundled_dataset(tmp_path)
     (teacher / "config.yaml").write_text(yaml.safe_dump({"data": {"dataset": "digits"}}))
     run = tmp_path / "student"
     cfg = DistillConfig(teacher=str(teacher), output=str(run))
-    got = _resolve_student_splits(cfg, run)
+    got = _resolve_student_splits(cfg)
     assert got.test == splits.test and got.train == splits.train
     assert not run.exists()
 
@@ -140,4 +140,4 @@ def test_a_missing_transfer_folder_names_the_option(tmp_path):
 
     cfg = DistillConfig(teacher=str(tmp_path), unlabeled=str(tmp_path / "nope"), output=str(tmp_path / "s"))
     with pytest.raises(ConfigError, match=r"unlabeled \(--unlabeled\)"):
-        _resolve_student_splits(cfg, tmp_path / "s")
+        _resolve_student_splits(cfg)

@@ -17,9 +17,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from transferkit.config import AugmentConfig, Preprocessing
-from transferkit.imaging import ImageDecodeError, load_image, preprocess
+from transferkit.imaging import ImageDecodeError, load_image, preprocess, to_mode
 
-__all__ = ["ImageListDataset", "build_transform", "build_pair_transform", "verify_images"]
+__all__ = ["ImageListDataset", "build_augment", "build_transform", "build_pair_transform", "verify_images"]
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,10 @@ def verify_images(samples: Sequence[tuple[str, int]], threads: int = 8
     return good, bad
 
 
-def build_transform(prep: Preprocessing, augment: AugmentConfig | None
-                    ) -> Callable[[Image.Image], torch.Tensor]:
-    """Return ``PIL image -> float32 tensor [C, H, W]``.
-
-    With ``augment`` (training): random affine (rotation, translation, scale), optional horizontal
-    flip and colour jitter on the PIL image, then :func:`preprocess`. Without: :func:`preprocess`
-    only.
-    """
+def build_augment(augment: AugmentConfig | None) -> Callable[[Image.Image], Image.Image]:
+    """Return the training augmentation ``PIL -> PIL``: random affine (rotation, translation,
+    scale), optional horizontal flip and colour jitter; the identity when ``augment`` is ``None``
+    or disabled."""
     from torchvision import transforms as T
 
     ops: list[Callable] = []
@@ -77,17 +73,18 @@ def build_transform(prep: Preprocessing, augment: AugmentConfig | None
         if augment.color_jitter:
             j = augment.color_jitter
             ops.append(T.ColorJitter(brightness=j, contrast=j, saturation=j))
-    aug = T.Compose(ops) if ops else None
+    return T.Compose(ops) if ops else (lambda img: img)
 
-    def augment(img: Image.Image) -> Image.Image:
-        return aug(img) if aug is not None else img
+
+def build_transform(prep: Preprocessing, augment: AugmentConfig | None
+                    ) -> Callable[[Image.Image], torch.Tensor]:
+    """Return ``PIL image -> float32 tensor [C, H, W]``: :func:`build_augment` (training only)
+    then :func:`preprocess`."""
+    aug = build_augment(augment)
 
     def transform(img: Image.Image) -> torch.Tensor:
-        from transferkit.imaging import to_mode
+        return torch.from_numpy(preprocess(aug(to_mode(img, prep.channels)), prep))
 
-        return torch.from_numpy(preprocess(augment(to_mode(img, prep.channels)), prep))
-
-    transform.augment = augment  # type: ignore[attr-defined]
     return transform
 
 
@@ -98,13 +95,10 @@ def build_pair_transform(prep: Preprocessing, other: Preprocessing, augment: Aug
     Used by distillation when teacher and student expect different inputs (size or
     normalisation): both see the same augmented image.
     """
-    aug_only = build_transform(prep, augment)
+    aug = build_augment(augment)
 
     def transform(img: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
-        from transferkit.imaging import to_mode
-
-        img = to_mode(img, max(prep.channels, other.channels))
-        augmented = aug_only.augment(img)
+        augmented = aug(to_mode(img, max(prep.channels, other.channels)))
         return (torch.from_numpy(preprocess(augmented, prep)),
                 torch.from_numpy(preprocess(augmented, other)))
 

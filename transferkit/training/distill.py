@@ -16,7 +16,7 @@ the soft (and hint) terms only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -51,11 +51,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
     log_p_s = F.log_softmax(s / temperature, dim=1)
     log_p_t = F.log_softmax(t / temperature, dim=1)
     soft = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * temperature ** 2
-    hard = s.new_zeros(())
-    if labels is not None and hard_weight > 0:
-        labelled = labels != UNLABELED
-        if labelled.any():
-            hard = F.cross_entropy(s[labelled], labels[labelled])
+    hard = _hard_only(s, labels) if labels is not None and hard_weight > 0 else s.new_zeros(())
     return hard_weight * hard + soft_weight * soft, {"hard": hard.detach(), "soft": soft.detach()}
 
 
@@ -105,7 +101,6 @@ class KDObjective:
         self.teacher: nn.Module | None = None
         self._t_caps: list[_Capture] = []
         self._s_caps: list[_Capture] = []
-        self.regressors: nn.ModuleList | None = None
 
     def setup(self, device: torch.device) -> None:
         """Load the teacher onto ``device``: eval mode, frozen, never in the optimizer."""
@@ -116,7 +111,6 @@ class KDObjective:
         for p in teacher.parameters():
             p.requires_grad_(False)
         self.teacher = teacher
-        self._teacher_spec = built.spec
         for h in self.hints:
             cap = _Capture()
             _stage_output_module(teacher, built.spec, h.teacher_stage).register_forward_hook(cap)
@@ -138,11 +132,9 @@ class KDObjective:
             student(x)
             self.teacher(x.to(next(self.teacher.parameters()).device))
         student.train(was_training)
-        regs = []
-        for sc, tc in zip(self._s_caps, self._t_caps):
-            regs.append(nn.Conv2d(sc.value.shape[1], tc.value.shape[1], kernel_size=1, bias=False))
-        self.regressors = nn.ModuleList(regs)
-        return self.regressors
+        return nn.ModuleList(
+            nn.Conv2d(sc.value.shape[1], tc.value.shape[1], kernel_size=1, bias=False)
+            for sc, tc in zip(self._s_caps, self._t_caps))
 
     def _hint_loss(self, regressors: nn.ModuleList) -> torch.Tensor:
         total = 0.0

@@ -21,35 +21,38 @@ from transferkit.data.folder import DatasetError, Splits, dataset_folder, scan_i
 from transferkit.models import count_parameters
 from transferkit.models.portable import load_portable
 from transferkit.training.distill import UNLABELED, make_kd_objective
-from transferkit.training.trainer import (_finish, _fit, evaluate_split, finetune, load_splits,
-                                          resolve_preprocessing, start_run)
+from transferkit.training.trainer import _finish, _fit, evaluate_split, load_splits, start_run
 
 __all__ = ["distill", "teacher_dataset"]
+
+
+def _run_folder(teacher: str) -> Path:
+    """A run folder, or the folder of a ``model.pt``."""
+    p = Path(teacher)
+    return p if p.is_dir() else p.parent
 
 
 def teacher_dataset(teacher: str) -> str | None:
     """The dataset the teacher run was trained on (from its ``config.yaml``), if known."""
     import yaml
 
-    p = Path(teacher)
-    cfg_file = (p if p.is_dir() else p.parent) / "config.yaml"
+    cfg_file = _run_folder(teacher) / "config.yaml"
     if cfg_file.is_file():
         return (yaml.safe_load(cfg_file.read_text()) or {}).get("data", {}).get("dataset")
     return None
 
 
 def _teacher_splits(teacher: str) -> Splits | None:
-    p = Path(teacher)
-    f = (p if p.is_dir() else p.parent) / "splits.json"
+    f = _run_folder(teacher) / "splits.json"
     return Splits.from_json(f.read_text()) if f.is_file() else None
 
 
-def _resolve_student_splits(cfg: DistillConfig, run_dir: Path) -> Splits:
+def _resolve_student_splits(cfg: DistillConfig) -> Splits:
     """The teacher's own splits when the dataset is the teacher's (same test images for both);
     otherwise a fresh split. Unlabelled transfer images are appended to train with label -1."""
     t_splits = _teacher_splits(cfg.teacher)
     same = t_splits is not None and str(dataset_folder(cfg.data.dataset)) == t_splits.source
-    splits = t_splits if same else load_splits(cfg, run_dir)
+    splits = t_splits if same else load_splits(cfg)
     if cfg.unlabeled:
         try:
             paths = scan_images(cfg.unlabeled)
@@ -70,14 +73,14 @@ def _check_classes(splits: Splits, teacher_classes: list[str]) -> None:
             f"{splits.class_names}; distil on the data the teacher was trained for")
 
 
-def _student_preprocessing(cfg: DistillConfig, t_prep: Preprocessing, plan_prep: Preprocessing
-                           ) -> Preprocessing:
-    if cfg.model.weights is None:
-        prep = t_prep
-        if cfg.data.image_size is not None:
-            prep = prep.model_copy(update={"input_size": cfg.data.image_size, "crop_pct": 1.0})
-        return prep
-    return plan_prep
+def _student_preprocessing(cfg: DistillConfig, t_prep: Preprocessing) -> Preprocessing | None:
+    """The teacher's preprocessing for a student without weights of its own (``--image-size``
+    still applies); ``None`` lets a student with weights take the weights' own."""
+    if cfg.model.weights is not None:
+        return None
+    if cfg.data.image_size is not None:
+        return t_prep.model_copy(update={"input_size": cfg.data.image_size, "crop_pct": 1.0})
+    return t_prep
 
 
 def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
@@ -95,18 +98,13 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -
     t_prep = teacher.preprocessing
     run_dir = Path(cfg.output).expanduser().resolve()
     splits = None
-    if not (resume and (run_dir / "splits.json").is_file()):
-        splits = _resolve_student_splits(cfg, run_dir)
+    if not (resume and (run_dir / "splits.json").is_file()):  # a resumed run keeps its splits
+        splits = _resolve_student_splits(cfg)
         _check_classes(splits, t_info["class_names"])
-    # The student's preprocessing: the teacher's unless the student has weights of its own.
-    from transferkit.models import build_model
-
-    probe = build_model(cfg.model.model_copy(update={"freeze_depth": 0}), len(t_info["class_names"]),
-                        load_weights=False)
-    s_prep = _student_preprocessing(cfg, t_prep, resolve_preprocessing(probe, cfg.data.image_size))
     cfg = cfg.model_copy(update={"teacher": t_info["path"]})  # absolute: workers may run elsewhere
-    plan = start_run(cfg, resume, overwrite, splits=splits, preprocessing=s_prep)
-    _check_classes(plan.splits, t_info["class_names"])
+    plan = start_run(cfg, resume, overwrite, splits=splits,
+                     preprocessing=_student_preprocessing(cfg, t_prep))
+    s_prep = plan.preprocessing
     print(f"[transferkit] teacher {t_info['arch']} ({count_parameters(teacher.model):,} parameters) "
           f"-> student {cfg.model.arch} x{cfg.model.width_mult} "
           f"({count_parameters(plan.built.model):,}); T={cfg.kd.temperature}, "
@@ -114,8 +112,7 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -
     result = _fit(plan, make_kd_objective, config_kind="distill",
                   teacher_preprocessing=t_prep.model_dump(mode="json") if t_prep != s_prep else None)
     student = _finish(plan, result)
-    teacher_test = evaluate_split(teacher.model, _labelled(plan.splits.test), t_prep,
-                                  len(t_info["class_names"]))
+    teacher_test = evaluate_split(teacher.model, plan.splits.test, t_prep, len(t_info["class_names"]))
     baseline = _run_baseline(cfg, plan.splits, s_prep, resume) if cfg.baseline else None
     report = _report(cfg, plan, t_info, teacher, teacher_test, student, baseline)
     return report
@@ -132,9 +129,8 @@ def _run_baseline(cfg: DistillConfig, splits: Splits, prep: Preprocessing, resum
     fields = set(FinetuneConfig.model_fields)
     base = FinetuneConfig.model_validate(
         {k: v for k, v in cfg.model_dump(mode="json").items() if k in fields} | {"output": str(out)})
-    if (out / "model.pt").is_file() and (out / "test_metrics.json").is_file():
+    if (out / "model.pt").is_file():
         print(f"[transferkit] label-only baseline already trained: {out}")
-        summary = json.loads((out / "test_metrics.json").read_text())
     else:
         labelled = Splits(splits.class_names, _labelled(splits.train), splits.val, splits.test,
                           splits.source, splits.skipped)
@@ -145,12 +141,10 @@ def _run_baseline(cfg: DistillConfig, splits: Splits, prep: Preprocessing, resum
         print(f"[transferkit] training the label-only baseline in {out}")
         plan = start_run(base, resume=resume and out.exists(), overwrite=not resume,
                          splits=labelled, preprocessing=prep)
-        summary = _finish(plan, _fit(plan))
-    built, _ = load_portable(out)
-    test = evaluate_split(built.model, _labelled(splits.test), built.preprocessing,
-                          len(splits.class_names))
-    return {"run_dir": str(out), "dataset": cfg.baseline_dataset or cfg.data.dataset,
-            "best_val_acc": summary.get("best_val_acc"), **test}
+        _finish(plan, _fit(plan))
+    built, _ = load_portable(out)  # scored on the student's test split, whatever it trained on
+    test = evaluate_split(built.model, splits.test, built.preprocessing, len(splits.class_names))
+    return {"run_dir": str(out), "dataset": cfg.baseline_dataset or cfg.data.dataset, **test}
 
 
 def _report(cfg, plan, t_info, teacher, teacher_test, student, baseline) -> dict[str, Any]:
@@ -170,7 +164,7 @@ def _report(cfg, plan, t_info, teacher, teacher_test, student, baseline) -> dict
         "epochs": cfg.optim.epochs,
         "data": {"dataset": cfg.data.dataset, "labelled_train": len(plan.splits.train) - n_unlabeled,
                  "unlabelled_transfer": n_unlabeled, "val": len(plan.splits.val),
-                 "test": len(_labelled(plan.splits.test))},
+                 "test": len(plan.splits.test)},
     }
     (plan.run_dir / "distill_report.json").write_text(json.dumps(report, indent=2))
     md = _markdown(report)

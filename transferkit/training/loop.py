@@ -155,7 +155,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         extras = objective.extra_modules(student, built.spec,
                                          (prep.channels, prep.input_size, prep.input_size))
     net = _WithExtras(student, extras) if extras is not None else student
-    frozen = [f"student.{n}" for n in built.frozen] if extras is not None else built.frozen
     torch.manual_seed(cfg.seed + rank)
     model = ray.train.torch.prepare_model(net)
     optimizer = _optimizer(cfg, built, student, extras)
@@ -180,7 +179,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     for epoch in range(start_epoch, cfg.optim.epochs):
         sampler.set_epoch(epoch)
-        set_train_mode(model, frozen)
+        model.train()
+        set_train_mode(student, built.frozen)
         t0 = time.perf_counter()
         tr = torch.zeros(2, dtype=torch.float64, device=device)
         for images, labels in train_loader:

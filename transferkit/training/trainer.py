@@ -102,7 +102,7 @@ def _prepare_folder(run_dir: Path, resume: bool, overwrite: bool) -> bool:
     return exists
 
 
-def load_splits(cfg: FinetuneConfig, run_dir: Path) -> Splits:
+def load_splits(cfg: FinetuneConfig) -> Splits:
     """Resolve ``cfg.data.dataset`` into verified file lists (unreadable images dropped and
     listed in ``splits.skipped`` with a warning each)."""
     splits = resolve_splits(cfg.data.dataset, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
@@ -133,7 +133,7 @@ def prepare_run(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = Fal
     if continuing and (run_dir / "splits.json").is_file():
         splits = Splits.from_json((run_dir / "splits.json").read_text())
     elif splits is None:
-        splits = load_splits(cfg, run_dir)
+        splits = load_splits(cfg)
     if not splits.train or not splits.val:
         raise ConfigError(
             f"data: need training and validation images; got {splits.counts()} "
@@ -286,9 +286,8 @@ def _finish(plan: RunPlan, result: Any, source: str | None = None) -> dict[str, 
     model.load_state_dict(state["model"])
     model.eval()
     best = next((m for m in history if m["epoch"] == state["epoch"] + 1), best)
-    labelled_test = [s for s in plan.splits.test if s[1] >= 0]
-    test = (evaluate_split(model, labelled_test, plan.preprocessing, len(plan.splits.class_names))
-            if labelled_test else {})
+    test = (evaluate_split(model, plan.splits.test, plan.preprocessing, len(plan.splits.class_names))
+            if plan.splits.test else {})
     save_portable(run_dir / "model.pt", model, cfg.model.arch, plan.splits.class_names,
                   plan.preprocessing, cfg.model.width_mult, source=source or str(run_dir),
                   metrics={k: v for k, v in {**best, **test}.items() if isinstance(v, (int, float))})
