@@ -97,3 +97,20 @@ def test_distill_mistakes_name_the_field(tmp_path):
     assert r.returncode == 2 and "STUDENT_STAGE:TEACHER_STAGE" in r.stderr
     r = tk("distill", "--teacher", tmp_path / "missing")
     assert r.returncode == 2 and "teacher (--teacher)" in r.stderr and "model.pt" in r.stderr
+
+
+def test_tune_mistakes_name_the_field_before_ray_starts(tmp_path):
+    r = tk("tune", "--scheduler", "hyperband", "--output", tmp_path / "x")
+    assert r.returncode == 2 and "tune.scheduler" in r.stderr and "asha" in r.stderr
+    r = tk("tune", "--max-epochs", 1, "--output", tmp_path / "x")
+    assert r.returncode == 2 and "tune.grace_period" in r.stderr and "fifo" in r.stderr
+    r = tk("tune", "--resume", tmp_path / "x", "--num-samples", 3)
+    assert r.returncode == 2 and "--num-samples" in r.stderr
+    r = tk("tune", "--resume", tmp_path)
+    assert r.returncode == 2 and "not a transferkit search folder" in r.stderr
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "something").write_text("x")
+    r = tk("tune", "--output", used)
+    assert r.returncode == 2 and "--resume" in r.stderr and "--overwrite" in r.stderr
+    assert not (tmp_path / "x").exists()

@@ -178,6 +178,94 @@ def distill(
     _run(run_distill, cfg, resume=resume, overwrite=overwrite)
 
 
+@app.command()
+def tune(
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML: base config plus a `tune:` section (search space, scheduler, searcher, resources); flags override it."),
+    dataset: Optional[str] = typer.Option(None, help="Bundled name (digits) or an ImageFolder path."),
+    model: Optional[str] = typer.Option(None, "--model", help="Architecture (the student's with --teacher)."),
+    weights: Optional[str] = typer.Option(None, help="IMAGENET1K_V1, DEFAULT, none, or a state-dict file."),
+    image_size: Optional[int] = typer.Option(None, help="Input size in pixels."),
+    teacher: Optional[str] = typer.Option(None, help="Search distillation runs of this teacher (run folder) instead of fine-tuning."),
+    num_samples: Optional[int] = typer.Option(None, help="Number of trials (default 8)."),
+    max_epochs: Optional[int] = typer.Option(None, help="Epoch budget of each trial (ASHA may stop a trial sooner)."),
+    scheduler: Optional[str] = typer.Option(None, help="asha (default) or fifo."),
+    grace_period: Optional[int] = typer.Option(None, help="ASHA: epochs before a trial may be stopped (default 1)."),
+    reduction_factor: Optional[float] = typer.Option(None, help="ASHA: keep the best 1/eta at each rung (default 2)."),
+    searcher: Optional[str] = typer.Option(None, help="random (default) or optuna (TPE)."),
+    max_concurrent_trials: Optional[int] = typer.Option(None, help="Default: as many as the cluster fits."),
+    num_workers: Optional[int] = typer.Option(None, help="Ray Train workers per trial (default 1)."),
+    cpus_per_worker: Optional[float] = typer.Option(None, help="Default 0.99 (the trial itself holds 0.01)."),
+    use_gpu: Optional[bool] = typer.Option(None, "--use-gpu/--no-gpu"),
+    tracking: Optional[str] = typer.Option(None, help="local (default), tensorboard or mlflow."),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: EXPERIMENT/mlruns)."),
+    seed: Optional[int] = typer.Option(None),
+    output: Optional[str] = typer.Option(None, help="The experiment folder (local path or s3://, gs:// URI)."),
+    resume: Optional[str] = typer.Option(None, "--resume", metavar="EXPERIMENT_DIR", help="Continue an interrupted search; finished trials are not run again."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing experiment folder."),
+) -> None:
+    """Search freeze depth and learning rates with Ray Tune (ASHA); each trial is a Ray Train run.
+
+    Writes trials.csv, best_config.yaml (for `finetune --config`), best_trial.json and
+    tune_plot.png into the experiment folder.
+    """
+    from transferkit.config import ConfigError, DistillTuneConfig, TuneConfig, load_config, load_yaml
+
+    given = {k: v for k, v in dict(
+        config=config, dataset=dataset, model=model, weights=weights, image_size=image_size,
+        teacher=teacher, num_samples=num_samples, max_epochs=max_epochs, scheduler=scheduler,
+        grace_period=grace_period, reduction_factor=reduction_factor, searcher=searcher,
+        max_concurrent_trials=max_concurrent_trials, num_workers=num_workers,
+        cpus_per_worker=cpus_per_worker, use_gpu=use_gpu, tracking=tracking,
+        tracking_uri=tracking_uri, seed=seed, output=output).items() if v is not None}
+    if resume is not None:
+        if given or overwrite:
+            _fail("--resume continues a search with its own saved config; drop "
+                  + ", ".join("--" + k.replace("_", "-") for k in [*given, *(["overwrite"] if overwrite else [])]))
+        from transferkit.tuning import resume_search
+
+        _run_search(resume_search, resume)
+        return
+    try:
+        file_data = load_yaml(config) if config else {}
+    except ConfigError as exc:
+        _fail(str(exc))
+    distill_search = bool(teacher or file_data.get("teacher"))
+    overrides = {
+        "teacher": teacher, "seed": seed, "output": output,
+        "data": {"dataset": dataset, "image_size": image_size},
+        "model": {"arch": model, "weights": weights},
+        "optim": {"epochs": max_epochs},
+        "scaling": {"num_workers": num_workers, "cpus_per_worker": cpus_per_worker, "use_gpu": use_gpu},
+        "tune": {"num_samples": num_samples, "scheduler": scheduler, "grace_period": grace_period,
+                 "reduction_factor": reduction_factor, "searcher": searcher,
+                 "max_concurrent_trials": max_concurrent_trials, "tracking": tracking,
+                 "tracking_uri": tracking_uri},
+    }
+    if distill_search and model and model != "mobilenet_v3_small":
+        overrides["model"]["width_mult"] = 1.0  # the 0.5 default belongs to the default student
+    try:
+        cfg = load_config(DistillTuneConfig if distill_search else TuneConfig, config, overrides)
+    except ConfigError as exc:
+        _fail(str(exc))
+    _check_arch(cfg.model.arch, "model.arch (--model)")
+    from transferkit.tuning import tune_search
+
+    _run_search(tune_search, cfg, overwrite=overwrite)
+
+
+def _run_search(fn, *args, **kwargs) -> None:
+    from transferkit.errors import TransferkitError
+    from transferkit.tuning.search import SearchInterrupted
+
+    try:
+        fn(*args, **kwargs)
+    except SearchInterrupted as exc:  # not a mistake: say how to continue, exit like Ctrl+C
+        typer.secho(str(exc), fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(130)
+    except (*_USER_ERRORS, TransferkitError) as exc:
+        _fail(str(exc))
+
+
 @app.command("export")
 def export_cmd(
     run: Path = typer.Argument(..., help="Run folder (or its model.pt)."),

@@ -29,6 +29,17 @@ __all__ = [
     "DistillConfig",
     "ExportConfig",
     "ServeConfig",
+    "Range",
+    "SearchSpace",
+    "TuneSettings",
+    "TuneConfig",
+    "DistillTuneConfig",
+    "StageTune",
+    "PipelineTeacher",
+    "PipelineStudent",
+    "PipelineExport",
+    "EvaluateConfig",
+    "PipelineConfig",
     "load_config",
     "deep_merge",
     "save_config",
@@ -297,6 +308,135 @@ class DistillConfig(FinetuneConfig):
     baseline_dataset: str | None = None
 
 
+class Range(_Strict):
+    """A continuous search range ``[low, high]``, sampled uniformly or, with ``log``, log-uniformly
+    (learning rates and weight decay: Bergstra & Bengio 2012)."""
+
+    low: float
+    high: float
+    log: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Range":
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0; got {self.low} (or set log: false)")
+        return self
+
+
+Choice = list[float]
+"""An explicit list of values, sampled uniformly (a grid when the searcher is random)."""
+
+
+class SearchSpace(_Strict):
+    """What a search varies; a field left ``None`` keeps the base config's value.
+
+    Attributes:
+        freeze_depth: candidate freeze depths; ``None`` = every depth from 0 to the model's number
+            of stages (``transferkit models ARCH`` lists them).
+        backbone_lr / head_lr: learning rates of the unfrozen backbone and of the head.
+        weight_decay: decoupled weight decay (AdamW) or L2 (SGD).
+        temperature / hard_weight / soft_weight: the KD loss (distillation searches only).
+    """
+
+    freeze_depth: list[int] | None = None
+    backbone_lr: Range | Choice | None = Field(default_factory=lambda: Range(low=1e-4, high=1e-2))
+    head_lr: Range | Choice | None = Field(default_factory=lambda: Range(low=1e-3, high=3e-2))
+    weight_decay: Range | Choice | None = None
+    temperature: Range | Choice | None = None
+    hard_weight: Range | Choice | None = None
+    soft_weight: Range | Choice | None = None
+
+    @field_validator("freeze_depth")
+    @classmethod
+    def _depths(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or any(d < 0 for d in v)):
+            raise ValueError(f"a non-empty list of depths >= 0 is needed; got {v}")
+        return v
+
+    @field_validator("backbone_lr", "head_lr", "weight_decay", "temperature", "hard_weight",
+                     "soft_weight")
+    @classmethod
+    def _non_empty(cls, v):
+        if isinstance(v, list) and (not v or any(x < 0 for x in v)):
+            raise ValueError(f"a non-empty list of values >= 0 is needed; got {v}")
+        return v
+
+
+class TuneSettings(_Strict):
+    """The ``tune:`` section: search space, scheduler, searcher, concurrency, tracking.
+
+    Attributes:
+        num_samples: number of trials.
+        scheduler: ``asha`` (Li et al. 2020, asynchronous successive halving: stops a trial whose
+            val accuracy at a rung is below the top ``1/reduction_factor`` of the trials seen
+            there) or ``fifo`` (every trial runs its full budget).
+        grace_period: epochs every trial runs before ASHA may stop it.
+        reduction_factor: ASHA's eta (keeps the best ``1/eta`` at each rung).
+        searcher: ``random`` (Bergstra & Bengio 2012) or ``optuna`` (TPE, Bergstra et al. 2011).
+        metric: what "best" means: ``val_acc`` (max) or ``val_loss`` (min).
+        max_concurrent_trials: ``None`` = as many as the cluster's CPUs/GPUs fit.
+        trial_cpu: the CPU reserved by each trial's driver function (the workers hold the rest).
+        tracking: ``local`` (CSV/JSON/TensorBoard files in each trial folder), ``tensorboard``
+            (the same, and says where to point TensorBoard), ``mlflow`` (also logs to MLflow).
+        tracking_uri: MLflow tracking URI (default: ``mlruns/`` in the experiment folder).
+        max_failures: times a failing trial is retried (from its last checkpoint).
+    """
+
+    search: SearchSpace = Field(default_factory=SearchSpace)
+    num_samples: int = Field(8, ge=1, le=100000)
+    scheduler: Literal["asha", "fifo"] = "asha"
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(2.0, gt=1.0)
+    searcher: Literal["random", "optuna"] = "random"
+    metric: Literal["val_acc", "val_loss"] = "val_acc"
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    trial_cpu: float = Field(0.01, gt=0.0, le=64.0)
+    tracking: Literal["local", "tensorboard", "mlflow"] = "local"
+    tracking_uri: str | None = None
+    max_failures: int = Field(0, ge=0, le=100)
+
+
+def _tune_scaling() -> ScalingConf:
+    # One worker per trial at 0.99 CPU: with the trial's 0.01 token CPU a trial takes exactly 1 CPU,
+    # so two trials run side by side on a 2-CPU machine (a token plus two 1-CPU workers never fits).
+    return ScalingConf(num_workers=1, cpus_per_worker=0.99)
+
+
+class _TuneDefaults(BaseModel):
+    @model_validator(mode="before")
+    @classmethod
+    def _tune_scaling_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("scaling"), dict):
+            data = {**data, "scaling": {**_tune_scaling().model_dump(), **data["scaling"]}}
+        return data
+
+
+class TuneConfig(FinetuneConfig, _TuneDefaults):
+    """``transferkit tune``: a Ray Tune search over fine-tuning runs.
+
+    The fields of :class:`FinetuneConfig` are the base every trial starts from (``optim.epochs`` is
+    the per-trial budget, ``--max-epochs``; ``scaling`` is per trial, default 1 worker at 0.99
+    CPU); ``tune`` says what varies and how trials are scheduled. ``output`` is the experiment
+    folder (a local path, or an ``s3://``/``gs://`` URI as Ray accepts it).
+    """
+
+    scaling: ScalingConf = Field(default_factory=_tune_scaling)
+    output: str = "runs/tune"
+    tune: TuneSettings = Field(default_factory=TuneSettings)
+
+
+class DistillTuneConfig(DistillConfig, _TuneDefaults):
+    """``transferkit tune --teacher RUN``: a search over distillation runs (the student's optimizer
+    and the KD temperature and weights); fields as :class:`DistillConfig` plus ``tune``."""
+
+    scaling: ScalingConf = Field(default_factory=_tune_scaling)
+    output: str = "runs/tune-student"
+    baseline: bool = False
+    tune: TuneSettings = Field(default_factory=TuneSettings)
+
+
 class ExportConfig(_Strict):
     """``transferkit export``: a run folder (or ``model.pt``) to one self-contained ONNX file.
 
@@ -334,6 +474,103 @@ class ServeConfig(_Strict):
     intra_op_threads: int = Field(0, ge=0, le=1024)
     max_body_mb: float = Field(20.0, gt=0.0)
     max_image_pixels: int = Field(50_000_000, ge=1)
+
+
+class StageTune(TuneSettings):
+    """A search stage of a pipeline: :class:`TuneSettings` plus the trials' own resources and
+    epoch budget (the fine-tune/distill stage after it uses its own ``scaling`` and ``optim``).
+
+    Attributes:
+        scaling: per trial (default 1 worker at 0.99 CPU).
+        epochs: per-trial budget; ``None`` = the stage's ``optim.epochs``.
+    """
+
+    scaling: ScalingConf = Field(default_factory=_tune_scaling)
+    epochs: int | None = Field(None, ge=1, le=10000)
+
+
+class PipelineTeacher(_Strict):
+    """The teacher: optionally searched (``tune``), then fine-tuned with the best values found.
+
+    Attributes:
+        run: use this existing fine-tuned run folder instead (no teacher stages run).
+    """
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    scaling: ScalingConf = Field(default_factory=ScalingConf)
+    tune: StageTune | None = None
+    run: str | None = None
+
+
+class PipelineStudent(_Strict):
+    """The student: optionally searched, then distilled from the teacher (fields as in
+    :class:`DistillConfig`; partial ``model``/``optim`` sections fill in from the student
+    defaults)."""
+
+    model: ModelConfig = Field(default_factory=_student_model)
+    optim: OptimConfig = Field(default_factory=_student_optim)
+    scaling: ScalingConf = Field(default_factory=ScalingConf)
+    kd: KDConfig = Field(default_factory=KDConfig)
+    unlabeled: str | None = None
+    baseline: bool = False
+    tune: StageTune | None = None
+
+    _defaults = model_validator(mode="before")(DistillConfig._student_defaults.__func__)
+
+
+class PipelineExport(_Strict):
+    """ONNX export of teacher and student (see :class:`ExportConfig`)."""
+
+    opset: int = Field(18, ge=18, le=23)
+    atol: float = Field(1e-4, gt=0.0)
+    validation_images: int = Field(512, ge=2)
+
+
+class EvaluateConfig(_Strict):
+    """ONNX Runtime evaluation of the exported files on the test split.
+
+    Attributes:
+        threads: ORT intra-op threads (0 = the machine's CPUs, at most 4).
+        latency_batches: batch sizes whose latency is measured (p50/p99 over ``latency_runs``).
+        latency_runs: timed runs per batch size, after 10 warm-up runs.
+    """
+
+    threads: int = Field(0, ge=0, le=1024)
+    latency_batches: list[int] = Field(default_factory=lambda: [1, 32])
+    latency_runs: int = Field(50, ge=5, le=100000)
+
+    @field_validator("latency_batches")
+    @classmethod
+    def _batches(cls, v: list[int]) -> list[int]:
+        if not v or any(b < 1 for b in v):
+            raise ValueError(f"a non-empty list of batch sizes >= 1 is needed; got {v}")
+        return v
+
+
+class PipelineConfig(_Strict):
+    """``transferkit pipeline``: tune -> fine-tune the teacher -> (tune and) distill the student ->
+    export both to ONNX -> evaluate both with ONNX Runtime -> report.
+
+    Attributes:
+        output: the pipeline folder (local, or a shared filesystem on a cluster); every stage
+            writes into its own sub-folder.
+        storage: where the search stages keep their Ray Tune experiments: a local folder or an
+            ``s3://``/``gs://`` URI (default: inside ``output``). The fine-tune and distillation
+            run folders stay under ``output``, which on a multi-node cluster must be shared (NFS/EFS).
+        data: the data for every stage (the student reuses the teacher's splits).
+        student: ``null`` stops after the teacher.
+    """
+
+    output: str = "runs/pipeline"
+    storage: str | None = None
+    seed: int = 0
+    keep_checkpoints: int = Field(2, ge=1, le=100)
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: PipelineTeacher = Field(default_factory=PipelineTeacher)
+    student: PipelineStudent | None = Field(default_factory=PipelineStudent)
+    export: PipelineExport = Field(default_factory=PipelineExport)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:

@@ -23,7 +23,7 @@ from transferkit.models.portable import load_portable
 from transferkit.training.distill import UNLABELED, make_kd_objective
 from transferkit.training.trainer import _finish, _fit, evaluate_split, load_splits, start_run
 
-__all__ = ["distill", "teacher_dataset"]
+__all__ = ["distill", "teacher_dataset", "student_inputs"]
 
 
 def _run_folder(teacher: str) -> Path:
@@ -81,6 +81,23 @@ def _student_preprocessing(cfg: DistillConfig, t_prep: Preprocessing) -> Preproc
     if cfg.data.image_size is not None:
         return t_prep.model_copy(update={"input_size": cfg.data.image_size, "crop_pct": 1.0})
     return t_prep
+
+
+def student_inputs(cfg: DistillConfig) -> tuple[DistillConfig, Splits, Preprocessing | None, Preprocessing]:
+    """What a distillation run needs before any worker starts, checked.
+
+    Returns:
+        ``(cfg with the teacher's absolute model.pt path, the student's splits, the student's
+        preprocessing or None to take its weights' own, the teacher's preprocessing)``.
+
+    Raises:
+        PortableModelError: no teacher model; ConfigError: its classes differ from the data's.
+    """
+    teacher, t_info = load_portable(cfg.teacher)
+    splits = _resolve_student_splits(cfg)
+    _check_classes(splits, t_info["class_names"])
+    cfg = cfg.model_copy(update={"teacher": t_info["path"]})
+    return cfg, splits, _student_preprocessing(cfg, teacher.preprocessing), teacher.preprocessing
 
 
 def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:

@@ -36,7 +36,8 @@ from transferkit.training.evaluate import eval_sums, sums_to_metrics
 from transferkit.training.loop import STATE_FILE, train_loop_per_worker
 
 __all__ = ["finetune", "RunExistsError", "TrainingError", "resolve_preprocessing", "prepare_run",
-           "RunPlan", "evaluate_split", "ensure_ray", "start_run", "load_splits"]
+           "RunPlan", "evaluate_split", "ensure_ray", "start_run", "load_splits", "make_trainer",
+           "check_resources"]
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ def ensure_ray() -> bool:
     return True
 
 
-def _check_resources(cfg: FinetuneConfig) -> None:
+def check_resources(cfg: FinetuneConfig) -> None:
     """Refuse a run whose workers cannot fit the cluster (it would wait forever)."""
     import ray
 
@@ -219,7 +220,7 @@ def start_run(cfg: FinetuneConfig, resume: bool, overwrite: bool, **prepare_kwar
     try:
         plan = prepare_run(cfg, resume, overwrite, **prepare_kwargs)
         ensure_ray()
-        _check_resources(cfg)
+        check_resources(cfg)
     except BaseException:
         if fresh and run_dir.exists():  # nothing trained yet: leave no half-made run folder
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -235,28 +236,45 @@ def start_run(cfg: FinetuneConfig, resume: bool, overwrite: bool, **prepare_kwar
     return plan
 
 
-def _fit(plan: RunPlan, objective_factory: Callable[[Any], Any] | None = None,
-         **loop_config: Any) -> Any:
+def make_trainer(cfg: FinetuneConfig, splits: Splits, preprocessing: Preprocessing, name: str,
+                 storage_path: str, objective_factory: Callable[[Any], Any] | None = None,
+                 callbacks: list | None = None, **loop_config: Any) -> Any:
+    """The Ray Train ``TorchTrainer`` for one run of :func:`train_loop_per_worker`.
+
+    Args:
+        cfg: the run's config (workers, resources, checkpoints to keep).
+        splits / preprocessing: the data and how images become tensors.
+        name / storage_path: the run's storage; the same pair again resumes the run from its
+            latest checkpoint.
+        objective_factory: ``cfg -> Objective`` built in each worker (default cross-entropy).
+        callbacks: Ray Train callbacks (e.g. Tune's ``TuneReportCallback`` inside a trial).
+        **loop_config: extra keys of the loop's config (``config_kind``, ``teacher_preprocessing``).
+    """
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    cfg = plan.cfg
     resources = {"CPU": cfg.scaling.cpus_per_worker}
     if cfg.scaling.use_gpu:
         resources["GPU"] = cfg.scaling.gpus_per_worker
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.model_dump(mode="json"), "splits": plan.splits.to_json(),
-                           "preprocessing": plan.preprocessing.model_dump(mode="json"),
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "splits": splits.to_json(),
+                           "preprocessing": preprocessing.model_dump(mode="json"),
                            "objective_factory": objective_factory, **loop_config},
         scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(
-            name=plan.run_dir.name, storage_path=str(plan.run_dir.parent),
+            name=name, storage_path=storage_path, callbacks=callbacks,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints,
                                                checkpoint_score_attribute="val_acc",
                                                checkpoint_score_order="max")),
     )
+
+
+def _fit(plan: RunPlan, objective_factory: Callable[[Any], Any] | None = None,
+         **loop_config: Any) -> Any:
+    trainer = make_trainer(plan.cfg, plan.splits, plan.preprocessing, plan.run_dir.name,
+                           str(plan.run_dir.parent), objective_factory, **loop_config)
     try:
         return trainer.fit()
     except Exception as exc:  # noqa: BLE001 - Ray wraps worker errors in several types

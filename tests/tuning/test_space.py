@@ -1,0 +1,97 @@
+"""Search spaces and resource planning: pure functions, no Ray cluster."""
+
+import pytest
+from ray import tune
+
+from transferkit.config import ConfigError, DistillTuneConfig, Range, SearchSpace, TuneConfig
+from transferkit.tuning.search import plan_concurrency
+from transferkit.tuning.space import apply_sample, param_space
+
+
+def test_default_space_covers_every_freeze_depth_and_both_learning_rates():
+    space = param_space(SearchSpace(), num_stages=9, pretrained=True, distill=False)
+    assert space["freeze_depth"].categories == list(range(10))
+    for name in ("backbone_lr", "head_lr"):
+        dom = space[name]
+        assert isinstance(dom.get_sampler(), tune.search.sample.LogUniform)
+        assert 0 < dom.lower < dom.upper
+    assert "weight_decay" not in space and "temperature" not in space
+
+
+def test_from_scratch_models_do_not_search_freezing_unless_asked():
+    assert "freeze_depth" not in param_space(SearchSpace(), 7, pretrained=False, distill=True)
+    space = param_space(SearchSpace(freeze_depth=[0, 2]), 7, pretrained=False, distill=True)
+    assert space["freeze_depth"].categories == [0, 2]
+
+
+def test_freeze_depth_beyond_the_stages_names_the_field():
+    with pytest.raises(ConfigError, match=r"tune.search.freeze_depth.*\[12\].*0..9"):
+        param_space(SearchSpace(freeze_depth=[0, 12]), 9, pretrained=True, distill=False)
+
+
+def test_kd_parameters_need_a_teacher():
+    with pytest.raises(ConfigError, match="tune.search.temperature.*teacher"):
+        param_space(SearchSpace(temperature=Range(low=1, high=8)), 9, True, distill=False)
+    space = param_space(SearchSpace(temperature=[2.0, 4.0], soft_weight=Range(low=0.5, high=0.9, log=False)),
+                        7, False, distill=True)
+    assert space["temperature"].categories == [2.0, 4.0]
+    assert isinstance(space["soft_weight"].get_sampler(), tune.search.sample.Uniform)
+
+
+def test_a_space_with_nothing_to_search_is_refused():
+    fixed = SearchSpace(freeze_depth=[3], backbone_lr=[1e-3], head_lr=Range(low=1e-2, high=1e-2))
+    with pytest.raises(ConfigError, match="nothing to search"):
+        param_space(fixed, 9, True, distill=False)
+
+
+def test_ranges_are_checked_when_built():
+    with pytest.raises(ValueError, match="low .* <= high"):
+        Range(low=1e-2, high=1e-3)
+    with pytest.raises(ValueError, match="log range needs low > 0"):
+        Range(low=0.0, high=1.0)
+
+
+def test_a_sample_lands_on_its_config_fields():
+    base = TuneConfig().model_dump(mode="json")
+    out = apply_sample(base, {"freeze_depth": 3.0, "backbone_lr": 1e-4, "head_lr": 2e-2})
+    assert out["model"]["freeze_depth"] == 3 and isinstance(out["model"]["freeze_depth"], int)
+    assert out["optim"]["backbone_lr"] == 1e-4 and out["optim"]["head_lr"] == 2e-2
+    assert base["model"]["freeze_depth"] == 0  # the base is not modified
+
+
+def test_tune_defaults_to_one_worker_per_trial_that_fits_beside_the_trial_cpu():
+    cfg = TuneConfig.model_validate({"scaling": {"num_workers": 2}})
+    assert cfg.scaling.cpus_per_worker == 0.99 and cfg.tune.trial_cpu == 0.01
+    assert DistillTuneConfig(teacher="t").scaling.num_workers == 1
+
+
+TWO_CPUS = {"CPU": 2.0}
+
+
+def test_two_single_worker_trials_run_side_by_side_on_two_cpus():
+    assert plan_concurrency(TuneConfig(), TWO_CPUS) == 2
+    two = TuneConfig.model_validate({"scaling": {"num_workers": 2}})
+    assert plan_concurrency(two, TWO_CPUS) == 1
+    few = TuneConfig.model_validate({"tune": {"num_samples": 1}})
+    assert plan_concurrency(few, TWO_CPUS) == 1
+
+
+def test_a_trial_that_cannot_fit_is_refused_with_the_fix():
+    # 0.01 token + 2 x 1.0 CPU = 2.01 on 2 CPUs would wait forever (shared NOTES).
+    cfg = TuneConfig.model_validate({"scaling": {"num_workers": 2, "cpus_per_worker": 1.0}})
+    with pytest.raises(ConfigError, match=r"2.01 CPUs.*has 2.*cpus_per_worker <= 0.99"):
+        plan_concurrency(cfg, TWO_CPUS)
+    gpu = TuneConfig.model_validate({"scaling": {"use_gpu": True}})
+    with pytest.raises(ConfigError, match="scaling.use_gpu"):
+        plan_concurrency(gpu, TWO_CPUS)
+
+
+def test_too_many_concurrent_trial_drivers_are_refused():
+    cfg = TuneConfig.model_validate({"scaling": {"num_workers": 2}, "tune": {"max_concurrent_trials": 8}})
+    with pytest.raises(ConfigError, match=r"tune.max_concurrent_trials.*allowed: 1..2"):
+        plan_concurrency(cfg, TWO_CPUS)
+
+
+def test_autoscaling_clusters_skip_the_fit_check():
+    cfg = TuneConfig.model_validate({"scaling": {"num_workers": 8, "autoscale": True}})
+    assert plan_concurrency(cfg, TWO_CPUS) is None

@@ -1,0 +1,531 @@
+"""``transferkit tune``: a Ray Tune search in which every trial is a Ray Train run.
+
+Each trial is a Tune *function trainable* holding a token CPU (``tune.trial_cpu``); it builds a
+``TorchTrainer`` over the same per-worker loop as ``finetune``/``distill`` whose ``RunConfig`` has
+Ray's ``TuneReportCallback``, so every epoch's metrics reach Tune and ASHA can stop a trial
+between epochs. The trial's Ray Train run is stored at ``EXPERIMENT/<trial_id>/train``, so a trial
+restarted by ``--resume`` continues from its last checkpoint.
+
+Experiment folder (``cfg.output``)::
+
+    tune_config.yaml      the resolved search config (``--resume`` reads it)
+    search_context.json   splits and preprocessing every trial trains on
+    versions.json         package versions
+    <trial_id>/           Tune's logs of one trial (progress.csv, result.json, TensorBoard events)
+    <trial_id>/train/     the trial's Ray Train run (checkpoints)
+    trials.csv            one row per trial: sampled values, best val accuracy, epochs_run,
+                          stopped_early, wall time, best checkpoint
+    best_config.yaml      the best trial as a config ``transferkit finetune --config`` accepts
+    best_trial.json       the best trial: id, values, metrics, checkpoint path
+    tune_plot.png         val accuracy against freeze depth and the learning rates
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from transferkit.config import (ConfigError, DistillConfig, DistillTuneConfig, FinetuneConfig,
+                                Preprocessing, Range, TuneConfig, validate)
+from transferkit.errors import TransferkitError
+from transferkit.tuning.space import PARAM_PATHS, apply_sample, param_space
+from transferkit.tuning.storage import ExperimentDir
+
+__all__ = ["tune_search", "resume_search", "run_trial", "plan_concurrency", "SearchInterrupted",
+           "SearchFailedError", "TRIALS_CSV", "BEST_CONFIG", "BEST_TRIAL", "PLOT"]
+
+log = logging.getLogger(__name__)
+
+TUNE_CONFIG = "tune_config.yaml"
+CONTEXT = "search_context.json"
+TRIALS_CSV = "trials.csv"
+BEST_CONFIG = "best_config.yaml"
+BEST_TRIAL = "best_trial.json"
+PLOT = "tune_plot.png"
+_EPS = 1e-6
+
+
+class SearchInterrupted(TransferkitError, RuntimeError):
+    """The search stopped (SIGINT) before every trial finished; ``--resume`` continues it."""
+
+
+class SearchFailedError(TransferkitError, RuntimeError):
+    """No trial produced a result (the first trial error is chained in the message)."""
+
+
+def _base_fields(cfg: TuneConfig | DistillTuneConfig) -> dict[str, Any]:
+    """The trial's base config as a dict (the search settings removed)."""
+    target = DistillConfig if isinstance(cfg, DistillTuneConfig) else FinetuneConfig
+    data = cfg.model_dump(mode="json")
+    return {k: v for k, v in data.items() if k in target.model_fields}
+
+
+def _kind(cfg) -> str:
+    return "distill" if isinstance(cfg, DistillTuneConfig) else "finetune"
+
+
+# ----------------------------------------------------------------------------- resources
+
+def plan_concurrency(cfg: TuneConfig | DistillTuneConfig, cluster: dict[str, float]) -> int | None:
+    """How many trials run at once, checked against the cluster's resources.
+
+    A trial holds ``tune.trial_cpu`` for its driver function plus ``num_workers`` x
+    ``cpus_per_worker`` (and GPUs) for its Ray Train workers. A trial that cannot fit the cluster
+    would wait forever (Tune schedules the driver, whose workers never start), so it is refused.
+
+    Args:
+        cfg: the search config.
+        cluster: ``ray.cluster_resources()``.
+
+    Returns:
+        ``max_concurrent_trials`` for Tune (``None`` = no limit, on an autoscaling cluster).
+
+    Raises:
+        ConfigError: one trial, or the asked concurrency, does not fit; names the field and what
+            would fit.
+    """
+    s, t = cfg.scaling, cfg.tune
+    cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+    worker_cpu = s.num_workers * s.cpus_per_worker
+    worker_gpu = s.num_workers * s.gpus_per_worker if s.use_gpu else 0.0
+    per_trial = t.trial_cpu + worker_cpu
+    if s.autoscale:
+        return t.max_concurrent_trials
+    if per_trial > cpus + _EPS:
+        fit_cpw = (cpus - t.trial_cpu) / s.num_workers
+        raise ConfigError(
+            f"scaling: one trial needs {t.trial_cpu:g} CPU (tune.trial_cpu) + {s.num_workers} "
+            f"worker(s) x {s.cpus_per_worker:g} CPU (scaling.cpus_per_worker) = {per_trial:g} CPUs, "
+            f"but the Ray cluster has {cpus:g}; it would wait forever. Lower scaling.num_workers "
+            f"or set scaling.cpus_per_worker <= {math.floor(fit_cpw * 100) / 100:g}")
+    if worker_gpu > gpus + _EPS:
+        raise ConfigError(
+            f"scaling.use_gpu: one trial needs {worker_gpu:g} GPUs but the Ray cluster has "
+            f"{gpus:g}; use --no-gpu, fewer workers, or scaling.gpus_per_worker")
+    fit = int((cpus + _EPS) // per_trial)
+    if worker_gpu > 0:
+        fit = min(fit, int((gpus + _EPS) // worker_gpu))
+    concurrency = min(t.max_concurrent_trials or fit, t.num_samples)
+    if concurrency * t.trial_cpu + worker_cpu > cpus + _EPS:
+        most = int((cpus - worker_cpu + _EPS) // t.trial_cpu)
+        raise ConfigError(
+            f"tune.max_concurrent_trials: {concurrency} trial drivers x {t.trial_cpu:g} CPU plus one "
+            f"trial's workers ({worker_cpu:g} CPU) exceed the cluster's {cpus:g} CPUs, so no trial "
+            f"could start its workers; allowed: 1..{most}")
+    return concurrency
+
+
+# ----------------------------------------------------------------------------- the trial
+
+def _trial_dirname(trial) -> str:
+    return trial.trial_id
+
+
+def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
+    """One Tune trial: a Ray Train run of the sampled config (runs inside the trial's actor).
+
+    Args:
+        config: the sampled values (``{"freeze_depth": 3, "backbone_lr": 1e-3, ...}``).
+        context: ``base`` (config dict), ``kind`` (``finetune``/``distill``), ``splits`` (JSON),
+            ``preprocessing`` and ``teacher_preprocessing`` (dicts), ``experiment`` (path/URI).
+    """
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from transferkit.data.folder import Splits
+    from transferkit.training.trainer import make_trainer
+
+    distill = context["kind"] == "distill"
+    cfg_cls = DistillConfig if distill else FinetuneConfig
+    cfg = cfg_cls.model_validate(apply_sample(context["base"], config))
+    trial_id = tune.get_context().get_trial_id()
+    extra: dict[str, Any] = {}
+    if distill:
+        from transferkit.training.distill import make_kd_objective
+
+        extra = {"objective_factory": make_kd_objective, "config_kind": "distill",
+                 "teacher_preprocessing": context["teacher_preprocessing"]}
+    trainer = make_trainer(cfg, Splits.from_json(context["splits"]),
+                           Preprocessing.model_validate(context["preprocessing"]), name="train",
+                           storage_path=f"{context['experiment']}/{trial_id}",
+                           callbacks=[TuneReportCallback()], **extra)
+    trainer.fit()
+
+
+def _trainable(cfg, context: dict[str, Any]):
+    from ray import tune
+
+    return tune.with_resources(tune.with_parameters(run_trial, context=context),
+                               {"CPU": cfg.tune.trial_cpu})
+
+
+# ----------------------------------------------------------------------------- set-up
+
+def _resolve(cfg) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Data, model and preprocessing, checked on the driver: ``(context, param_space)``."""
+    from transferkit.models import build_model
+    from transferkit.training.trainer import load_splits, resolve_preprocessing
+
+    t_prep = None
+    if isinstance(cfg, DistillTuneConfig):
+        from transferkit.training.distillation import student_inputs
+
+        resolved, splits, prep, t_prep = student_inputs(DistillConfig.model_validate(_base_fields(cfg)))
+        cfg = cfg.model_copy(update={"teacher": resolved.teacher})
+    else:
+        splits, prep = load_splits(cfg), None
+    if not splits.train or not splits.val:
+        raise ConfigError(f"data: a search needs training and validation images; got {splits.counts()} "
+                          "(raise data.val_fraction or add a val/ folder)")
+    built = build_model(cfg.model, len(splits.class_names))
+    prep = prep or resolve_preprocessing(built, cfg.data.image_size)
+    space = param_space(cfg.tune.search, len(built.stages), cfg.model.weights is not None,
+                        distill=isinstance(cfg, DistillTuneConfig))
+    context = {"base": _base_fields(cfg), "kind": _kind(cfg), "splits": splits.to_json(),
+               "preprocessing": prep.model_dump(mode="json"),
+               "teacher_preprocessing": (t_prep.model_dump(mode="json")
+                                         if t_prep is not None and t_prep != prep else None),
+               "num_stages": len(built.stages)}
+    return context, space
+
+
+def _check_schedule(cfg) -> None:
+    if cfg.tune.scheduler == "asha" and cfg.tune.grace_period >= cfg.optim.epochs:
+        raise ConfigError(
+            f"tune.grace_period: {cfg.tune.grace_period} must be below optim.epochs "
+            f"(--max-epochs, {cfg.optim.epochs}) for ASHA to stop anything; lower it, raise the "
+            "epochs, or use tune.scheduler: fifo")
+
+
+def _tune_config(cfg, concurrency: int | None):
+    from ray import tune
+
+    t = cfg.tune
+    mode = "max" if t.metric == "val_acc" else "min"
+    scheduler = None
+    if t.scheduler == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=cfg.optim.epochs,
+                                  grace_period=t.grace_period, reduction_factor=t.reduction_factor)
+    if t.searcher == "optuna":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=cfg.seed))
+    else:
+        from ray.tune.search import BasicVariantGenerator
+
+        # BasicVariantGenerator ignores TuneConfig.max_concurrent_trials: limit it here, or every
+        # trial's driver starts at once and their token CPUs crowd out the workers.
+        search_alg = BasicVariantGenerator(random_state=cfg.seed, max_concurrent=concurrency or 0)
+        concurrency = None  # (Tune warns when given both)
+    return tune.TuneConfig(metric=t.metric, mode=mode, scheduler=scheduler, search_alg=search_alg,
+                           num_samples=t.num_samples, max_concurrent_trials=concurrency,
+                           trial_dirname_creator=_trial_dirname)
+
+
+def _callbacks(cfg, exp: ExperimentDir) -> list:
+    t = cfg.tune
+    if t.tracking == "mlflow":
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        uri = t.tracking_uri or (exp.local_path / "mlruns" if exp.local_path else Path("mlruns").resolve()
+                                 ).as_uri()
+        if uri.startswith("file:"):
+            # MLflow 3 refuses its file store unless opted in; a folder beside the trials is what
+            # a laptop user wants (a server or database URI needs no opt-in).
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        return [MLflowLoggerCallback(tracking_uri=uri, experiment_name=exp.name, save_artifact=False)]
+    if t.tracking == "tensorboard":
+        from ray.tune.logger import TBXLoggerCallback
+
+        return [TBXLoggerCallback()]
+    return []
+
+
+def _run_config(cfg, exp: ExperimentDir):
+    from ray import tune
+
+    return tune.RunConfig(name=exp.name, storage_path=exp.parent, callbacks=_callbacks(cfg, exp),
+                          failure_config=tune.FailureConfig(max_failures=cfg.tune.max_failures),
+                          verbose=1)
+
+
+def tune_search(cfg: TuneConfig | DistillTuneConfig, overwrite: bool = False) -> dict[str, Any]:
+    """Run a new search; see the module doc for what the experiment folder holds.
+
+    Args:
+        cfg: the search config (:class:`TuneConfig`; :class:`DistillTuneConfig` searches
+            distillation runs of a teacher).
+        overwrite: replace an existing experiment folder.
+
+    Returns:
+        Summary: experiment folder, table path, best trial (id, values, metrics, checkpoint),
+        best config path, plot path, trial-epochs run.
+
+    Raises:
+        ExperimentExistsError: ``cfg.output`` holds another search and ``overwrite`` is False.
+        ConfigError: the search space, schedule or resources are wrong (before any trial starts).
+        SearchInterrupted: stopped before every trial finished (resume with :func:`resume_search`).
+        SearchFailedError: every trial failed.
+        plus the data/model errors of ``finetune``/``distill``.
+    """
+    from transferkit.training.trainer import ensure_ray, package_versions
+
+    _check_schedule(cfg)
+    exp = ExperimentDir(cfg.output)
+    fresh = not exp.is_used() or overwrite
+    exp.claim(overwrite)
+    try:
+        context, space = _resolve(cfg)
+        context["experiment"] = exp.uri
+        ensure_ray()
+        import ray
+
+        concurrency = plan_concurrency(cfg, ray.cluster_resources())
+        exp.write_text(TUNE_CONFIG, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        exp.write_text(CONTEXT, json.dumps(context))
+        exp.write_text("versions.json", json.dumps(package_versions(), indent=2))
+    except BaseException:
+        if fresh:
+            exp.remove()  # nothing ran: leave no half-made experiment behind
+        raise
+    from ray import tune
+
+    _announce(cfg, exp, space, concurrency)
+    tuner = tune.Tuner(_trainable(cfg, context), param_space=space,
+                       tune_config=_tune_config(cfg, concurrency), run_config=_run_config(cfg, exp))
+    tuner.fit()
+    return _conclude(cfg, exp, context)
+
+
+def resume_search(experiment: str) -> dict[str, Any]:
+    """Continue an interrupted search (``Tuner.restore``): finished trials are kept as they are,
+    unfinished and errored ones continue from their last Ray Train checkpoint.
+
+    Raises:
+        FileNotFoundError: ``experiment`` is not a transferkit search folder.
+        ConfigError: its resources no longer fit the cluster.
+    """
+    from transferkit.training.trainer import ensure_ray
+
+    exp = ExperimentDir(experiment)
+    try:
+        data = yaml.safe_load(exp.read_text(TUNE_CONFIG))
+        context = json.loads(exp.read_text(CONTEXT))
+    except FileNotFoundError as exc:
+        raise TransferkitError(f"--resume: {experiment} is not a transferkit search folder ({exc})"
+                               ) from None
+    cfg = validate(DistillTuneConfig if context["kind"] == "distill" else TuneConfig, data,
+                   source=exp.join(TUNE_CONFIG))
+    ensure_ray()
+    import ray
+    from ray import tune
+
+    plan_concurrency(cfg, ray.cluster_resources())
+    if not tune.Tuner.can_restore(exp.uri):
+        raise TransferkitError(f"--resume: {exp.uri} holds no Tune experiment state to restore")
+    print(f"[transferkit] resuming the search in {exp.uri}")
+    tuner = tune.Tuner.restore(exp.uri, trainable=_trainable(cfg, context),
+                               resume_unfinished=True, resume_errored=True)
+    tuner.fit()
+    return _conclude(cfg, exp, context)
+
+
+def _announce(cfg, exp: ExperimentDir, space: dict[str, Any], concurrency: int | None) -> None:
+    t, s = cfg.tune, cfg.scaling
+    shown = {k: _describe(v) for k, v in space.items()}
+    print(f"[transferkit] search in {exp.uri}: {t.num_samples} trials x up to {cfg.optim.epochs} "
+          f"epochs, {t.searcher} search, {t.scheduler} scheduler, metric {t.metric}")
+    print(f"[transferkit] space {shown}")
+    print(f"[transferkit] each trial: {s.num_workers} Ray Train worker(s) x {s.cpus_per_worker:g} CPU "
+          f"+ {t.trial_cpu:g} CPU for the trial; up to {concurrency or 'unlimited'} at once")
+
+
+def _describe(domain: Any) -> str:
+    """``tune.choice([0, 2])`` -> ``choice[0, 2]``; ``tune.loguniform(1e-4, 1e-2)`` ->
+    ``loguniform(0.0001, 0.01)``."""
+    if hasattr(domain, "categories"):
+        return f"choice{list(domain.categories)}"
+    if hasattr(domain, "lower"):
+        from ray.tune.search.sample import LogUniform
+
+        log = "log" if isinstance(domain.get_sampler(), LogUniform) else ""
+        return f"{log}uniform({domain.lower:g}, {domain.upper:g})"
+    return repr(domain)
+
+
+# ----------------------------------------------------------------------------- results
+
+def _trial_row(trial, df, searched: list[str], max_epochs: int, metric: str) -> dict[str, Any]:
+    row: dict[str, Any] = {"trial_id": trial.trial_id, "status": trial.status}
+    for name in searched:
+        row[name] = trial.config.get(name)
+    row.update(best_val_acc=math.nan, best_val_loss=math.nan, best_epoch=0, epochs_run=0)
+    if df is not None and len(df) and "epoch" in df:
+        df = df.drop_duplicates(subset="epoch", keep="last")
+        if metric == "val_acc":
+            best = df.sort_values(["val_acc", "val_loss", "epoch"], ascending=[False, True, True]).iloc[0]
+        else:
+            best = df.sort_values(["val_loss", "epoch"]).iloc[0]
+        row.update(best_val_acc=float(best["val_acc"]), best_val_loss=float(best["val_loss"]),
+                   best_epoch=int(best["epoch"]), epochs_run=int(df["epoch"].max()),
+                   checkpoint=str(best.get("checkpoint_path", "") or ""))
+    last = trial.last_result or {}
+    row["stopped_early"] = bool(trial.status == "TERMINATED" and row["epochs_run"] < max_epochs)
+    row["wall_time_s"] = round(float(last.get("time_total_s", math.nan)), 1)
+    row.setdefault("checkpoint", "")
+    return row
+
+
+def _existing_checkpoint(row: dict[str, Any], exp: ExperimentDir) -> str:
+    """The best epoch's checkpoint, or (when Ray's retention dropped it) the trial's best kept."""
+    path = row.get("checkpoint", "")
+    if exp.remote or (path and Path(path).is_dir()):
+        return path
+    kept = sorted(Path(exp.join(row["trial_id"], "train")).glob("checkpoint_*"))
+    return str(kept[-1]) if kept else path
+
+
+def _conclude(cfg, exp: ExperimentDir, context: dict[str, Any]) -> dict[str, Any]:
+    import pandas as pd
+
+    from ray import tune
+
+    # Read the experiment back from storage: after Ctrl+C the in-memory trials all say TERMINATED,
+    # while the saved state (what --resume continues) keeps an interrupted trial RUNNING.
+    analysis = tune.ExperimentAnalysis(exp.uri, default_metric=cfg.tune.metric,
+                                       default_mode="max" if cfg.tune.metric == "val_acc" else "min")
+    frames = analysis.trial_dataframes
+    searched = [k for k in PARAM_PATHS if any(k in (t.config or {}) for t in analysis.trials)]
+    rows = [_trial_row(t, frames.get(t.trial_id), searched, cfg.optim.epochs, cfg.tune.metric)
+            for t in analysis.trials]
+    table = pd.DataFrame(rows).sort_values("trial_id").reset_index(drop=True)
+    exp.write_text(TRIALS_CSV, table.to_csv(index=False))
+    unfinished = [r["trial_id"] for r in rows if r["status"] not in ("TERMINATED", "ERROR")]
+    _print_table(table, searched)
+    if not unfinished:
+        _wait_for_resources()
+    if unfinished:
+        raise SearchInterrupted(
+            f"search interrupted: {len(rows) - len(unfinished)} of {len(rows)} trials finished "
+            f"({', '.join(unfinished)} not); continue it with `transferkit tune --resume {exp.uri}`")
+    scored = table.dropna(subset=["best_val_acc"])
+    if scored.empty:
+        errors = [str(t.error_file or t.status) for t in analysis.trials]
+        raise SearchFailedError(f"every trial failed; see {errors[:3]} in {exp.uri}")
+    if cfg.tune.metric == "val_acc":
+        best = scored.sort_values(["best_val_acc", "best_val_loss"], ascending=[False, True]).iloc[0]
+    else:
+        best = scored.sort_values("best_val_loss").iloc[0]
+    best = best.to_dict()
+    sample = {k: best[k] for k in searched}
+    best_cfg = _best_config(cfg, context, exp, sample)
+    best["checkpoint"] = _existing_checkpoint(best, exp)
+    trial_epochs = int(table["epochs_run"].sum())
+    summary = {
+        "experiment": exp.uri, "trials_csv": exp.join(TRIALS_CSV), "best_config": exp.join(BEST_CONFIG),
+        "plot": exp.join(PLOT), "num_trials": len(rows), "max_epochs": cfg.optim.epochs,
+        "trial_epochs": trial_epochs, "stopped_early": int(table["stopped_early"].sum()),
+        "errored": int((table["status"] == "ERROR").sum()),
+        "best": {"trial_id": best["trial_id"], "config": _plain(sample),
+                 "val_acc": best["best_val_acc"], "val_loss": best["best_val_loss"],
+                 "epoch": int(best["best_epoch"]), "checkpoint": best["checkpoint"]},
+    }
+    exp.write_text(BEST_CONFIG, yaml.safe_dump(best_cfg, sort_keys=False))
+    exp.write_text(BEST_TRIAL, json.dumps(summary, indent=2, default=str))
+    exp.write_bytes(PLOT, _plot(table, searched, cfg))
+    b = summary["best"]
+    print(f"[transferkit] {len(rows)} trials, {trial_epochs} trial-epochs of "
+          f"{len(rows) * cfg.optim.epochs} possible; {summary['stopped_early']} stopped early, "
+          f"{summary['errored']} failed")
+    print(f"[transferkit] best trial {b['trial_id']}: val_acc {b['val_acc']:.4f} at epoch {b['epoch']} "
+          f"with {b['config']}")
+    print(f"[transferkit] best checkpoint {b['checkpoint']}")
+    print(f"[transferkit] wrote {summary['trials_csv']}, {summary['plot']}")
+    if cfg.tune.tracking == "tensorboard":
+        print(f"[transferkit] TensorBoard: tensorboard --logdir {exp.uri}")
+    command = "distill" if context["kind"] == "distill" else "finetune"
+    print(f"[transferkit] reproduce it: transferkit {command} --config {summary['best_config']}")
+    return summary
+
+
+def _plain(sample: dict[str, Any]) -> dict[str, Any]:
+    return {k: (int(v) if PARAM_PATHS[k][1] == "freeze_depth" else float(v)) for k, v in sample.items()}
+
+
+def _best_config(cfg, context: dict[str, Any], exp: ExperimentDir, sample: dict[str, Any]) -> dict:
+    """The best trial as a plain ``finetune``/``distill`` config; its output is ``best_run/`` in the
+    experiment folder (``runs/<name>-best`` for a remote experiment)."""
+    data = apply_sample(context["base"], _plain(sample))
+    data["output"] = (str(Path("runs", f"{exp.name}-best").resolve()) if exp.remote
+                      else exp.join("best_run"))
+    target = DistillConfig if context["kind"] == "distill" else FinetuneConfig
+    return validate(target, data, source="best trial").model_dump(mode="json")
+
+
+def _print_table(table, searched: list[str]) -> None:
+    cols = ["trial_id", "status", *searched, "best_val_acc", "best_epoch", "epochs_run",
+            "stopped_early", "wall_time_s"]
+    shown = table[cols].copy()
+    for name in searched:
+        if name != "freeze_depth":
+            shown[name] = shown[name].map(lambda v: f"{v:.2e}" if isinstance(v, float) else v)
+    shown["best_val_acc"] = shown["best_val_acc"].map(lambda v: f"{v:.4f}")
+    print(shown.to_string(index=False))
+
+
+def _plot(table, searched: list[str], cfg) -> bytes:
+    """PNG: best val accuracy of each trial against each searched value (log axis for log ranges);
+    crosses mark trials that ASHA stopped early."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = searched or ["freeze_depth"]
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.6), squeeze=False, sharey=True)
+    done = table.dropna(subset=["best_val_acc"])
+    for ax, name in zip(axes[0], names):
+        for early, marker, label in ((False, "o", "full budget"), (True, "x", "stopped early")):
+            part = done[done["stopped_early"] == early]
+            if name in part:
+                ax.scatter(part[name], 100 * part["best_val_acc"], marker=marker, label=label)
+        if isinstance(getattr(cfg.tune.search, name, None), Range) and getattr(cfg.tune.search, name).log:
+            ax.set_xscale("log")
+        ax.set_xlabel(name)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("best val accuracy (%)")
+    axes[0][-1].legend(loc="best", fontsize=8)
+    fig.suptitle(f"{cfg.model.arch}: {len(table)} trials, {cfg.tune.scheduler}, {cfg.tune.searcher}")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _wait_for_resources(timeout_s: float = 30.0) -> None:
+    """Wait until the trials' reservations are back (Ray frees placement groups asynchronously)."""
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        total, free = ray.cluster_resources(), ray.available_resources()
+        missing = {k: total[k] - free.get(k, 0.0) for k in ("CPU", "GPU") if k in total
+                   and total[k] - free.get(k, 0.0) > _EPS}
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if missing:
+        log.warning("after the search, %s are still reserved on the Ray cluster", missing)
