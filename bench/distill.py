@@ -21,52 +21,22 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 
 from transferkit.data.folder import scan_folder
-from transferkit.imaging import load_image, preprocess
+from transferkit.export.evaluate import onnx_figures
 from transferkit.metadata import ModelMetadata
-
-
-def _session(path: Path, threads: int) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def _latency_ms(sess: ort.InferenceSession, x: np.ndarray, runs: int) -> tuple[float, float]:
-    name = sess.get_inputs()[0].name
-    for _ in range(10):
-        sess.run(None, {name: x})
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        sess.run(None, {name: x})
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
 
 def measure(path: Path, images: Path, threads: int, runs: int) -> dict:
     """Figures for one ONNX file; accuracy on the labelled ImageFolder ``images``."""
-    sess = _session(path, threads)
-    meta = ModelMetadata.from_props(sess.get_modelmeta().custom_metadata_map)
+    meta = ModelMetadata.from_props(ort.InferenceSession(
+        str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map)
     _, samples = scan_folder(images, meta.class_names)
-    x = np.stack([preprocess(load_image(p), meta.preprocessing) for p, _ in samples])
-    y = np.array([label for _, label in samples])
-    name = sess.get_inputs()[0].name
-    preds = np.concatenate([sess.run(None, {name: x[i:i + 64]})[0].argmax(1)
-                            for i in range(0, len(x), 64)])
-    batch32 = np.resize(x, (32, *x.shape[1:]))
-    p50_1, p99_1 = _latency_ms(sess, x[:1], runs)
-    p50_32, p99_32 = _latency_ms(sess, batch32, max(20, runs // 5))
-    return {"onnx": str(path), "arch": meta.arch,
-            "parameters": int(meta.extra.get("parameters", 0)),
-            "file_mb": path.stat().st_size / 1e6,
-            "input_size": meta.preprocessing.input_size,
-            "p50_ms_b1": p50_1, "p99_ms_b1": p99_1, "p50_ms_b32": p50_32, "p99_ms_b32": p99_32,
-            "test_acc": float((preds == y).mean()), "test_images": int(len(y))}
+    r = onnx_figures(path, samples, threads, (1, 32), runs)
+    lat = r.pop("latency_ms")
+    return {**r, "p50_ms_b1": lat["1"]["p50"], "p99_ms_b1": lat["1"]["p99"],
+            "p50_ms_b32": lat["32"]["p50"], "p99_ms_b32": lat["32"]["p99"]}
 
 
 def main() -> None:

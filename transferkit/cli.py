@@ -266,6 +266,25 @@ def _run_search(fn, *args, **kwargs) -> None:
         _fail(str(exc))
 
 
+@app.command()
+def pipeline(
+    config: Path = typer.Argument(..., help="Pipeline YAML (see configs/demo-digits.yaml)."),
+    output: Optional[str] = typer.Option(None, help="Pipeline folder (overrides the file's `output`)."),
+    force: bool = typer.Option(False, "--force", help="Re-run every stage, even those already done."),
+) -> None:
+    """Tune -> fine-tune the teacher -> distill the student -> export both to ONNX -> evaluate
+    with ONNX Runtime -> report. Stages already done with the same config and inputs are skipped."""
+    from transferkit.config import ConfigError, PipelineConfig, load_config
+
+    try:
+        cfg = load_config(PipelineConfig, config, {"output": output})
+    except ConfigError as exc:
+        _fail(str(exc))
+    from transferkit.pipeline import run_pipeline
+
+    _run_search(run_pipeline, cfg, force=force)
+
+
 @app.command("export")
 def export_cmd(
     run: Path = typer.Argument(..., help="Run folder (or its model.pt)."),

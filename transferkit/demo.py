@@ -1,43 +1,27 @@
-"""``make demo``: the first real path end to end on the bundled real digits.
+"""``make demo``: the whole job on the bundled real digits.
 
-1. Writes scikit-learn's 1,797 handwritten digits as PNG files and holds out a stratified 20%.
-2. Fine-tunes ImageNet-pretrained MobileNetV2 on the other 80% with 2 Ray Train workers.
-3. Exports it to ONNX (validated against PyTorch).
-4. Starts the HTTP server, sends every held-out PNG over loopback, prints the served accuracy
-   next to the ONNX model's own accuracy on the same files, stops the server.
+1. ``transferkit pipeline configs/demo-digits.yaml``: a Ray Tune search for the teacher
+   (MobileNetV2, ImageNet weights), the teacher fine-tuned with the best values on 2 Ray Train
+   workers, a MobileNetV3-small x0.5 student distilled from it, both exported to ONNX and
+   validated, both scored with ONNX Runtime on the held-out test split, a report.
+2. Starts the HTTP server on the student, sends every held-out test image over loopback, prints
+   the served accuracy next to the ONNX model's own accuracy on the same files, stops the server.
 
-Usage: ``python -m transferkit.demo [--out runs/demo] [--epochs 10] [--image-size 64]``.
+Run again, it skips the stages already done. Usage:
+``python -m transferkit.demo [--config configs/demo-digits.yaml] [--out DIR] [--force]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import mimetypes
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-__all__ = ["run_demo"]
-
-
-def _split_holdout(out: Path, fraction: float, seed: int) -> tuple[Path, Path]:
-    from transferkit.data import materialize, scan_folder, stratified_split
-
-    all_dir, train_dir, hold_dir = out / "digits-all", out / "digits-train80", out / "digits-holdout20"
-    if not all_dir.exists():
-        materialize("digits", all_dir)
-    for d in (train_dir, hold_dir):
-        shutil.rmtree(d, ignore_errors=True)
-    names, samples = scan_folder(all_dir)
-    train, _, hold = stratified_split(samples, 0.0, fraction, seed)
-    for dest, items in ((train_dir, train), (hold_dir, hold)):
-        for path, label in items:
-            (dest / names[label]).mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, dest / names[label])
-    print(f"[demo] {len(train)} training images in {train_dir}, {len(hold)} held out in {hold_dir}")
-    return train_dir, hold_dir
+__all__ = ["run_demo", "DEFAULT_CONFIG"]
 
 
 def _free_port() -> int:
@@ -46,18 +30,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve_and_score(onnx_path: Path, hold_dir: Path, log_path: Path) -> tuple[float, float]:
-    """Return (served accuracy over HTTP, the ONNX model's accuracy in-process) on ``hold_dir``."""
+def _serve_and_score(onnx_path: Path, samples: list[tuple[str, int]], class_names: list[str],
+                     log_path: Path) -> tuple[float, float]:
+    """Return (served accuracy over HTTP, the ONNX model's accuracy in-process) on ``samples``
+    (image path, index into ``class_names``)."""
     import httpx
     import numpy as np
 
-    from transferkit.data import scan_folder
+    from transferkit.imaging import load_image
     from transferkit.serving.model import OnnxClassifier
 
     clf = OnnxClassifier(str(onnx_path))
-    _, hold = scan_folder(hold_dir, clf.class_names)
-    from transferkit.imaging import load_image
-
+    hold = [(p, clf.class_names.index(class_names[y])) for p, y in samples]
     x = np.stack([clf.preprocess(load_image(p)) for p, _ in hold])
     labels = np.array([y for _, y in hold])
     onnx_acc = float((clf.predict_batch(x).argmax(1) == labels).mean())
@@ -78,12 +62,13 @@ def _serve_and_score(onnx_path: Path, hold_dir: Path, log_path: Path) -> tuple[f
             if proc.poll() is not None or time.time() > deadline:
                 raise RuntimeError("the server did not become ready")
             time.sleep(0.3)
-        print(f"[demo] server ready at {url}; sending {len(hold)} held-out PNG files")
+        print(f"[demo] server ready at {url}; sending {len(hold)} held-out images")
         correct = 0
         with httpx.Client(base_url=url, timeout=30) as client:
             for path, label in hold:
+                kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
                 r = client.post("/v1/predict", content=Path(path).read_bytes(),
-                                headers={"content-type": "image/png"})
+                                headers={"content-type": kind})
                 r.raise_for_status()
                 correct += r.json()["predictions"][0]["label"] == clf.class_names[label]
         return correct / len(hold), onnx_acc
@@ -94,44 +79,56 @@ def _serve_and_score(onnx_path: Path, hold_dir: Path, log_path: Path) -> tuple[f
         print(f"[demo] server stopped (its log: {log_path})")
 
 
-def run_demo(out: Path, epochs: int, image_size: int, num_workers: int, seed: int) -> float:
-    """Run the whole demo; returns the served accuracy on the held-out 20%."""
-    from transferkit.config import ExportConfig, FinetuneConfig
-    from transferkit.export.onnx_export import export_onnx
-    from transferkit.training.trainer import finetune
+def run_demo(config: Path, output: Path | None = None, force: bool = False) -> float:
+    """Run the pipeline of ``config``, then serve its student (or teacher) and score the test
+    split over HTTP; returns the served accuracy."""
+    from transferkit.config import PipelineConfig, load_config
+    from transferkit.data.folder import Splits
+    from transferkit.pipeline import run_pipeline
 
-    out.mkdir(parents=True, exist_ok=True)
-    train_dir, hold_dir = _split_holdout(out, 0.2, seed)
-    cfg = FinetuneConfig.model_validate({
-        "data": {"dataset": str(train_dir), "image_size": image_size},
-        "model": {"arch": "mobilenet_v2", "weights": "IMAGENET1K_V1", "freeze_depth": 2},
-        "optim": {"epochs": epochs}, "scaling": {"num_workers": num_workers},
-        "output": str(out / "teacher"), "seed": seed})
-    finetune(cfg, overwrite=True)
-    onnx_path = out / "teacher.onnx"
-    report = export_onnx(ExportConfig(run=str(out / "teacher"), output=str(onnx_path)))
-    print(f"[demo] exported {onnx_path}: max |logit diff| {report.max_abs_diff:.2e}, "
-          f"top-1 agreement {report.top1_agreement:.2%} on {report.images_compared} images")
-    served, onnx_acc = _serve_and_score(onnx_path, hold_dir, out / "server.log")
-    print(f"[demo] served accuracy over HTTP on held-out digits: {served:.2%} "
-          f"(ONNX model in-process: {onnx_acc:.2%})")
+    cfg = load_config(PipelineConfig, config, {"output": str(output) if output else None})
+    report = run_pipeline(cfg, force=force)
+    out = Path(cfg.output).expanduser().resolve()
+    teacher_dir = Path(cfg.teacher.run).expanduser().resolve() if cfg.teacher.run else out / "teacher"
+    splits = Splits.from_json((teacher_dir / "splits.json").read_text())
+    served_name = "student" if cfg.student is not None else "teacher"
+    served, onnx_acc = _serve_and_score(out / f"{served_name}.onnx", splits.test, splits.class_names,
+                                        out / "server.log")
+    print(f"[demo] {served_name} served over HTTP on the {len(splits.test)} held-out test digits: "
+          f"{served:.2%} (ONNX model in-process: {onnx_acc:.2%})")
+    models = report.get("models", {})
+    if "teacher" in models and "student" in models:
+        t, s = models["teacher"], models["student"]
+        print(f"[demo] teacher {t['test_acc']:.2%} vs student {s['test_acc']:.2%} on their ONNX files "
+              f"(ratio {s['test_acc'] / t['test_acc']:.4f}); {s['parameters']:,} vs {t['parameters']:,} "
+              "parameters")
+    print(f"[demo] report: {report['report_md']}")
     return served
+
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo-digits.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI of ``python -m transferkit.demo``."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--num-workers", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    p.add_argument("--out", type=Path, default=None, help="pipeline folder (default: the config's)")
+    p.add_argument("--force", action="store_true", help="re-run every stage")
     a = p.parse_args(argv)
-    run_demo(a.out, a.epochs, a.image_size, a.num_workers, a.seed)
-    import ray
+    from transferkit.config import ConfigError
+    from transferkit.errors import TransferkitError
 
-    if ray.is_initialized():
-        ray.shutdown()
+    try:
+        run_demo(a.config, a.out, a.force)
+    except (ConfigError, TransferkitError, FileExistsError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
     return 0
 
 

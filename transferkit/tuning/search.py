@@ -387,7 +387,8 @@ def _trial_row(trial, df, searched: list[str], max_epochs: int, metric: str) -> 
 
 
 def _existing_checkpoint(row: dict[str, Any], exp: ExperimentDir) -> str:
-    """The best epoch's checkpoint, or (when Ray's retention dropped it) the trial's best kept."""
+    """The best epoch's checkpoint or, when Ray's retention dropped it (a tie at the top score),
+    the trial's most recent kept checkpoint."""
     path = row.get("checkpoint", "")
     if exp.remote or (path and Path(path).is_dir()):
         return path

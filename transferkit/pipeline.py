@@ -1,0 +1,400 @@
+"""``transferkit pipeline``: the whole job from one config.
+
+Stages, in order (each optional in the config)::
+
+    tune-teacher   Ray Tune search over teacher fine-tuning runs          (teacher.tune)
+    teacher        fine-tune the teacher with the best values found        (unless teacher.run)
+    tune-student   Ray Tune search over distillation runs                  (student.tune)
+    student        distil the teacher into the student                     (student)
+    export         teacher.onnx / student.onnx, validated against PyTorch
+    evaluate       both ONNX files on the test split with ONNX Runtime: accuracy, latency
+    report         report.md / report.json / training_curves.png
+
+Every stage writes into its own folder under ``output`` and records, in ``stages/<name>.json``,
+the hash of its resolved config and of its inputs (the upstream files it reads). A stage whose
+record says *done* with the same hash is skipped, so a pipeline that failed or was killed in
+stage 4 restarts at stage 4; a stage that was *running* with the same hash resumes from its last
+checkpoint (Ray Train) or experiment state (Ray Tune). ``force`` re-runs everything.
+
+Before any stage runs, :func:`validate_pipeline` checks the whole config (architectures, freeze
+depths, search spaces, the teacher's classes against the data, every stage's resources against
+the Ray cluster) and names the field of the first mistake.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from transferkit.config import (ConfigError, DistillConfig, DistillTuneConfig, ExportConfig,
+                                FinetuneConfig, PipelineConfig, StageTune, TuneConfig, save_config)
+from transferkit.errors import TransferkitError
+
+__all__ = ["run_pipeline", "validate_pipeline", "PipelineError", "stage_configs"]
+
+
+class PipelineError(TransferkitError, RuntimeError):
+    """A stage failed in a way the config does not explain (the cause is chained)."""
+
+
+def _say(msg: str) -> None:
+    print(f"[pipeline] {msg}", flush=True)
+
+
+# ----------------------------------------------------------------------------- stage configs
+
+def _tune_cfg(cls, base: dict[str, Any], tune: StageTune, output: str):
+    settings = tune.model_dump(mode="json")
+    scaling, epochs = settings.pop("scaling"), settings.pop("epochs")
+    data = {**base, "scaling": scaling, "output": str(output), "tune": settings}
+    if epochs:
+        data["optim"] = {**data["optim"], "epochs": epochs}
+    return cls.model_validate(data)
+
+
+def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
+    """The per-stage configs the pipeline would run, before any search result is applied.
+
+    Returns:
+        ``{"tune-teacher": TuneConfig | None, "teacher": FinetuneConfig | None,
+        "tune-student": DistillTuneConfig | None, "student": DistillConfig | None}``; the
+        teacher's folder is ``teacher.run`` when given.
+    """
+    out = Path(cfg.output).expanduser().resolve()
+    common = {"data": cfg.data.model_dump(mode="json"), "seed": cfg.seed,
+              "keep_checkpoints": cfg.keep_checkpoints}
+    t = cfg.teacher
+    t_base = {**common, "model": t.model.model_dump(mode="json"), "optim": t.optim.model_dump(mode="json"),
+              "scaling": t.scaling.model_dump(mode="json")}
+    def search_dir(name: str) -> str:
+        return f"{cfg.storage.rstrip('/')}/{name}" if cfg.storage else str(out / name)
+
+    stages: dict[str, Any] = {"tune-teacher": None, "teacher": None, "tune-student": None, "student": None}
+    if t.run is None:
+        if t.tune is not None:
+            stages["tune-teacher"] = _tune_cfg(TuneConfig, t_base, t.tune, search_dir("tune-teacher"))
+        stages["teacher"] = FinetuneConfig.model_validate({**t_base, "output": str(out / "teacher")})
+    teacher_dir = Path(t.run).expanduser().resolve() if t.run else out / "teacher"
+    s = cfg.student
+    if s is not None:
+        s_base = {**common, "teacher": str(teacher_dir), "model": s.model.model_dump(mode="json"),
+                  "optim": s.optim.model_dump(mode="json"), "scaling": s.scaling.model_dump(mode="json"),
+                  "kd": s.kd.model_dump(mode="json"), "unlabeled": s.unlabeled}
+        if s.tune is not None:
+            stages["tune-student"] = _tune_cfg(DistillTuneConfig, {**s_base, "baseline": False},
+                                               s.tune, search_dir("tune-student"))
+        stages["student"] = DistillConfig.model_validate(
+            {**s_base, "baseline": s.baseline, "output": str(out / "student")})
+    return stages
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _prefixed(who: str, exc: ConfigError) -> ConfigError:
+    """A search stage's error, re-rooted at ``<who>.tune`` (``scaling: ...`` ->
+    ``teacher.tune.scaling: ...``, ``tune.max_concurrent_trials`` -> ``teacher.tune.max_...``)."""
+    msg = str(exc)
+    return ConfigError(f"{who}.tune.{msg[len('tune.'):] if msg.startswith('tune.') else msg}")
+
+
+def _dataset_classes(cfg: PipelineConfig) -> tuple[list[str], int]:
+    from transferkit.data.folder import DatasetError, resolve_splits
+
+    try:
+        splits = resolve_splits(cfg.data.dataset, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
+    except DatasetError as exc:
+        raise ConfigError(f"data.dataset: {exc}") from None
+    return splits.class_names, len(splits.test)
+
+
+def _teacher_classes(run: str) -> list[str]:
+    from transferkit.data.folder import Splits
+
+    p = Path(run).expanduser()
+    folder = p if p.is_dir() else p.parent
+    if (folder / "splits.json").is_file():
+        return Splits.from_json((folder / "splits.json").read_text()).class_names
+    from transferkit.models.portable import load_portable
+
+    return load_portable(str(p))[1]["class_names"]
+
+
+def validate_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
+    """Check the whole pipeline before any stage starts; returns :func:`stage_configs`.
+
+    Checks, in this order (cheapest first): architectures are registered; the dataset resolves
+    and has a test split; an existing teacher (``teacher.run``) exists and has the data's classes;
+    freeze depths and search spaces fit each model's stages; ASHA budgets; then, on the Ray
+    cluster (started or joined here, no worker started), that every stage's workers and trials fit.
+
+    Raises:
+        ConfigError: naming the field (``teacher.model.arch``, ``student.tune.scaling``, ...).
+    """
+    from transferkit.models.registry import UnknownArchError, get_arch
+
+    for who, section in (("teacher", cfg.teacher), ("student", cfg.student)):
+        if section is None or (who == "teacher" and section.run):
+            continue
+        try:
+            get_arch(section.model.arch)
+        except UnknownArchError as exc:
+            raise ConfigError(f"{who}.model.arch: {exc}") from None
+    classes, n_test = _dataset_classes(cfg)
+    if n_test == 0:
+        raise ConfigError(f"data.test_fraction: the pipeline scores teacher and student on a test split, "
+                          f"but {cfg.data.dataset} gives none; set data.test_fraction > 0 (e.g. 0.2)")
+    if cfg.teacher.run:
+        from transferkit.models.portable import PortableModelError, resolve_model_file
+
+        try:
+            resolve_model_file(cfg.teacher.run)
+            t_classes = _teacher_classes(cfg.teacher.run)
+        except (PortableModelError, FileNotFoundError) as exc:
+            raise ConfigError(f"teacher.run: {exc}") from None
+        if t_classes != classes:
+            raise ConfigError(f"teacher.run: the teacher's classes {t_classes} differ from the data's "
+                              f"{classes} (data.dataset = {cfg.data.dataset})")
+    stages = stage_configs(cfg)
+    _check_models(cfg, stages, len(classes))
+    _check_resources(stages)
+    return stages
+
+
+def _check_models(cfg: PipelineConfig, stages: dict[str, Any], num_classes: int) -> None:
+    from transferkit.config import ModelConfig
+    from transferkit.models import build_model
+    from transferkit.tuning.search import _check_schedule
+    from transferkit.tuning.space import param_space
+
+    for who, run, search in (("teacher", "teacher", "tune-teacher"), ("student", "student", "tune-student")):
+        c = stages[run]
+        if c is None:
+            continue
+        probe = build_model(ModelConfig(arch=c.model.arch, weights=None, width_mult=c.model.width_mult),
+                            num_classes)
+        n = len(probe.stages)
+        if c.model.freeze_depth > n:
+            raise ConfigError(f"{who}.model.freeze_depth: {c.model.freeze_depth} exceeds the "
+                              f"{n} stages of {c.model.arch} (allowed: 0..{n})")
+        t = stages[search]
+        if t is not None:
+            try:
+                param_space(t.tune.search, n, t.model.weights is not None, distill=search == "tune-student")
+                _check_schedule(t)
+            except ConfigError as exc:
+                msg = str(exc).replace("optim.epochs (--max-epochs", f"{who}.tune.epochs (or {who}.optim.epochs")
+                raise ConfigError(f"{who}.{msg}") from None
+
+
+def _check_resources(stages: dict[str, Any]) -> None:
+    import ray
+
+    from transferkit.training.trainer import check_resources, ensure_ray
+    from transferkit.tuning.search import plan_concurrency
+
+    ensure_ray()
+    cluster = ray.cluster_resources()
+    for who, run, search in (("teacher", "teacher", "tune-teacher"), ("student", "student", "tune-student")):
+        if stages[run] is not None:
+            try:
+                check_resources(stages[run])
+            except ConfigError as exc:
+                raise ConfigError(f"{who}.{exc}") from None
+        if stages[search] is not None:
+            try:
+                plan_concurrency(stages[search], cluster)
+            except ConfigError as exc:
+                raise _prefixed(who, exc) from None
+
+
+# ----------------------------------------------------------------------------- stage records
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _stage_hash(config: Any, inputs: list[Path]) -> str:
+    payload = {"config": config.model_dump(mode="json") if hasattr(config, "model_dump") else config,
+               "inputs": {str(p): _file_digest(p) for p in inputs}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class _Stage:
+    name: str
+    config: Any
+    inputs: list[Path]
+    run: Callable[[bool], dict[str, Any]]  # resume -> result (JSON-able)
+
+
+class _Records:
+    def __init__(self, root: Path):
+        self.dir = root / "stages"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def read(self, name: str) -> dict[str, Any] | None:
+        p = self.dir / f"{name}.json"
+        return json.loads(p.read_text()) if p.is_file() else None
+
+    def write(self, name: str, record: dict[str, Any]) -> None:
+        tmp = self.dir / f".{name}.json.tmp"
+        tmp.write_text(json.dumps(record, indent=2, default=str))
+        tmp.replace(self.dir / f"{name}.json")
+
+
+def _run_stage(stage: _Stage, records: _Records, force: bool) -> dict[str, Any]:
+    digest = _stage_hash(stage.config, stage.inputs)
+    rec = records.read(stage.name)
+    if not force and rec and rec["hash"] == digest and rec["status"] == "done":
+        _say(f"stage {stage.name}: up to date (config and inputs unchanged), skipped")
+        return rec["result"]
+    resume = bool(not force and rec and rec["hash"] == digest and rec["status"] == "running")
+    why = ("--force" if force else "resuming an interrupted run" if resume else
+           "config or inputs changed" if rec else "first run")
+    _say(f"stage {stage.name}: running ({why})")
+    t0 = time.time()
+    records.write(stage.name, {"hash": digest, "status": "running", "started": t0})
+    result = stage.run(resume)
+    records.write(stage.name, {"hash": digest, "status": "done", "started": t0, "finished": time.time(),
+                               "seconds": round(time.time() - t0, 1), "result": result})
+    _say(f"stage {stage.name}: done in {time.time() - t0:.0f} s")
+    return result
+
+
+# ----------------------------------------------------------------------------- stages
+
+def _with_best(cfg, tune_result: dict[str, Any] | None):
+    if not tune_result:
+        return cfg
+    from transferkit.tuning.space import apply_sample
+
+    data = apply_sample(cfg.model_dump(mode="json"), tune_result["best"]["config"])
+    return type(cfg).model_validate(data)
+
+
+def _search(tcfg) -> Callable[[bool], dict[str, Any]]:
+    def run(resume: bool) -> dict[str, Any]:
+        from ray import tune
+
+        from transferkit.tuning.search import SearchInterrupted, resume_search, tune_search
+
+        try:
+            if resume and tune.Tuner.can_restore(tcfg.output):
+                return resume_search(tcfg.output)
+            return tune_search(tcfg, overwrite=True)
+        except SearchInterrupted as exc:
+            raise SearchInterrupted(f"{exc}, or run the same `transferkit pipeline` command again "
+                                    "(it continues the search)") from None
+    return run
+
+
+def _train(fn_name: str, get_cfg: Callable[[], Any]) -> Callable[[bool], dict[str, Any]]:
+    def run(resume: bool) -> dict[str, Any]:
+        c = get_cfg()
+        out = Path(c.output)
+        resume = resume and (out / "splits.json").is_file()  # a checkpointed run to continue
+        if fn_name == "finetune":
+            from transferkit.training.trainer import finetune
+
+            return finetune(c, resume=resume, overwrite=not resume)
+        from transferkit.training.distillation import distill
+
+        return distill(c, resume=resume, overwrite=not resume)
+    return run
+
+
+def _export(out: Path, cfg: PipelineConfig, runs: dict[str, Path]) -> Callable[[bool], dict[str, Any]]:
+    def run(resume: bool) -> dict[str, Any]:
+        from transferkit.export.onnx_export import export_onnx
+
+        result = {}
+        for name, run_dir in runs.items():
+            rep = export_onnx(ExportConfig(run=str(run_dir), output=str(out / f"{name}.onnx"),
+                                           opset=cfg.export.opset, atol=cfg.export.atol,
+                                           validation_images=cfg.export.validation_images))
+            result[name] = {"onnx": str(out / f"{name}.onnx"), "max_abs_diff": rep.max_abs_diff,
+                            "top1_agreement": rep.top1_agreement, "images_compared": rep.images_compared}
+        return result
+    return run
+
+
+def _evaluate(out: Path, cfg: PipelineConfig, teacher_dir: Path, names: list[str]
+              ) -> Callable[[bool], dict[str, Any]]:
+    def run(resume: bool) -> dict[str, Any]:
+        from transferkit.data.folder import Splits
+        from transferkit.export.evaluate import onnx_figures
+
+        test = Splits.from_json((teacher_dir / "splits.json").read_text()).test
+        if not test:
+            raise ConfigError("data.test_fraction: the teacher's run has no test split to score on")
+        return {name: onnx_figures(out / f"{name}.onnx", test, cfg.evaluate.threads,
+                                   cfg.evaluate.latency_batches, cfg.evaluate.latency_runs)
+                for name in names}
+    return run
+
+
+def run_pipeline(cfg: PipelineConfig, force: bool = False) -> dict[str, Any]:
+    """Run every configured stage in order, skipping those already done; see the module doc.
+
+    Args:
+        cfg: the pipeline config.
+        force: re-run every stage (each overwrites its folder).
+
+    Returns:
+        The report dict (also ``report.json``), with ``report_md`` its Markdown path.
+
+    Raises:
+        ConfigError: from :func:`validate_pipeline`, before anything runs.
+        SearchInterrupted: a search stage was interrupted (run the pipeline again to continue).
+        plus the errors of each stage (training, export validation).
+    """
+    out = Path(cfg.output).expanduser().resolve()
+    stages = validate_pipeline(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "pipeline.yaml")
+    records = _Records(out)
+    results: dict[str, Any] = {}
+    teacher_dir = Path(cfg.teacher.run).expanduser().resolve() if cfg.teacher.run else out / "teacher"
+    if teacher_dir.is_file():
+        teacher_dir = teacher_dir.parent
+
+    if stages["tune-teacher"] is not None:
+        results["tune-teacher"] = _run_stage(
+            _Stage("tune-teacher", stages["tune-teacher"], [], _search(stages["tune-teacher"])),
+            records, force)
+    if stages["teacher"] is not None:
+        t_cfg = _with_best(stages["teacher"], results.get("tune-teacher"))
+        results["teacher"] = _run_stage(_Stage("teacher", t_cfg, [], _train("finetune", lambda: t_cfg)),
+                                        records, force)
+    runs = {"teacher": teacher_dir}
+    if stages["student"] is not None:
+        t_model = teacher_dir / "model.pt"
+        if stages["tune-student"] is not None:
+            results["tune-student"] = _run_stage(
+                _Stage("tune-student", stages["tune-student"], [t_model], _search(stages["tune-student"])),
+                records, force)
+        s_cfg = _with_best(stages["student"], results.get("tune-student"))
+        results["student"] = _run_stage(_Stage("student", s_cfg, [t_model], _train("distill", lambda: s_cfg)),
+                                        records, force)
+        runs["student"] = out / "student"
+    model_files = [d / "model.pt" for d in runs.values()]
+    results["export"] = _run_stage(_Stage("export", cfg.export, model_files, _export(out, cfg, runs)),
+                                   records, force)
+    onnx_files = [out / f"{n}.onnx" for n in runs]
+    results["evaluate"] = _run_stage(
+        _Stage("evaluate", cfg.evaluate, onnx_files, _evaluate(out, cfg, teacher_dir, list(runs))),
+        records, force)
+    from transferkit.report import write_report
+
+    report = write_report(cfg, out, runs, results)
+    _say(f"report: {report['report_md']}")
+    return report

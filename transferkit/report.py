@@ -1,0 +1,150 @@
+"""The pipeline's report: ``report.md`` + ``report.json`` + PNG plots in the pipeline folder.
+
+Teacher and student side by side as measured on their ONNX files with ONNX Runtime (test
+accuracy, parameters, file size, latency p50/p99 per batch size), the training curves, the search
+results, the export checks, and where every artifact is.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from transferkit.config import PipelineConfig
+
+__all__ = ["write_report"]
+
+
+def _history(run_dir: Path) -> list[dict[str, Any]]:
+    f = run_dir / "metrics.jsonl"
+    return [json.loads(x) for x in f.read_text().splitlines() if x.strip()] if f.is_file() else []
+
+
+def _curves_png(histories: dict[str, list[dict[str, Any]]], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not any(histories.values()):
+        return False
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for i, (name, rows) in enumerate(histories.items()):
+        if not rows:
+            continue
+        epochs, color = [r["epoch"] for r in rows], f"C{i}"
+        ax_acc.plot(epochs, [100 * r["val_acc"] for r in rows], marker="o", ms=3, color=color,
+                    label=f"{name} val")
+        ax_loss.plot(epochs, [r["train_loss"] for r in rows], color=color, label=f"{name} train")
+        ax_loss.plot(epochs, [r["val_loss"] for r in rows], ls="--", color=color, label=f"{name} val")
+    ax_acc.set(xlabel="epoch", ylabel="val top-1 (%)", title="validation accuracy")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss (train: objective, val: cross-entropy)")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def write_report(cfg: PipelineConfig, out: Path, runs: dict[str, Path], results: dict[str, Any]
+                 ) -> dict[str, Any]:
+    """Write ``report.json``, ``report.md`` and ``training_curves.png`` into ``out``.
+
+    Args:
+        cfg: the pipeline config.
+        out: the pipeline folder.
+        runs: ``{"teacher": run folder, "student": run folder}`` (student optional).
+        results: each stage's result (``evaluate`` holds the ONNX figures).
+
+    Returns:
+        The report dict, plus ``report_md`` / ``report_json`` paths.
+    """
+    evaluation = results.get("evaluate", {})
+    histories = {name: _history(d) for name, d in runs.items()}
+    curves = out / "training_curves.png"
+    has_curves = _curves_png(histories, curves)
+    report: dict[str, Any] = {
+        "pipeline": str(out), "data": cfg.data.dataset,
+        "models": evaluation,
+        "export": results.get("export", {}),
+        "training": {name: {"run_dir": str(d), "epochs": len(h),
+                            "best_val_acc": max((r["val_acc"] for r in h), default=None)}
+                     for (name, d), h in zip(runs.items(), histories.values())},
+        "search": {k: results[k] for k in ("tune-teacher", "tune-student") if results.get(k)},
+        "artifacts": {
+            **{f"{n}_run": str(d) for n, d in runs.items()},
+            **{f"{n}_onnx": str(out / f"{n}.onnx") for n in runs},
+            **({"training_curves": str(curves)} if has_curves else {}),
+            **{f"{k}_plot": results[k]["plot"] for k in ("tune-teacher", "tune-student") if results.get(k)},
+            "report_md": str(out / "report.md"), "report_json": str(out / "report.json"),
+            "stage_records": str(out / "stages"),
+        },
+    }
+    if "teacher" in evaluation and "student" in evaluation:
+        t, s = evaluation["teacher"], evaluation["student"]
+        report["student_vs_teacher"] = {
+            "accuracy_ratio": s["test_acc"] / max(t["test_acc"], 1e-12),
+            "parameter_ratio": s["parameters"] / max(t["parameters"], 1),
+            "file_ratio": s["file_mb"] / t["file_mb"],
+            **{f"p50_speedup_b{b}": t["latency_ms"][b]["p50"] / s["latency_ms"][b]["p50"]
+               for b in t["latency_ms"] if b in s["latency_ms"]},
+        }
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / "report.md").write_text(_markdown(report, has_curves))
+    report["report_md"], report["report_json"] = str(out / "report.md"), str(out / "report.json")
+    return report
+
+
+def _markdown(r: dict[str, Any], has_curves: bool) -> str:
+    lines = ["# transferkit pipeline report", "", f"Pipeline folder: `{r['pipeline']}`; data: `{r['data']}`.", ""]
+    models = r["models"]
+    if models:
+        first = next(iter(models.values()))
+        batches = list(first["latency_ms"])
+        lines += [f"## Teacher and student, measured on their ONNX files (ONNX Runtime, CPU, "
+                  f"{first['threads']} threads; test split, {first['test_images']} images)", "",
+                  "| model | architecture | parameters | ONNX MB | input px | test top-1 | "
+                  + " | ".join(f"p50 / p99 ms, batch {b}" for b in batches) + " |",
+                  "|---|---|---:|---:|---:|---:|" + "---:|" * len(batches)]
+        for name, m in models.items():
+            lat = " | ".join(f"{m['latency_ms'][b]['p50']:.2f} / {m['latency_ms'][b]['p99']:.2f}" for b in batches)
+            lines.append(f"| {name} | {m['arch']} | {m['parameters']:,} | {m['file_mb']:.2f} | "
+                         f"{m['input_size']} | {_pct(m['test_acc'])} | {lat} |")
+        if "student_vs_teacher" in r:
+            v = r["student_vs_teacher"]
+            lines += ["", f"Student / teacher: accuracy {v['accuracy_ratio']:.4f}, parameters "
+                      f"{v['parameter_ratio']:.3f}, file size {v['file_ratio']:.3f}; p50 speed-up "
+                      + ", ".join(f"{v[k]:.2f}x at batch {k.split('_b')[1]}" for k in v if k.startswith("p50_speedup"))
+                      + "."]
+        lines.append("")
+    lines += ["## Training", ""]
+    for name, t in r["training"].items():
+        best = t["best_val_acc"]
+        lines.append(f"- {name}: {t['epochs']} epochs, best val top-1 {_pct(best)} (`{t['run_dir']}`)")
+    if has_curves:
+        lines += ["", "![training curves](training_curves.png)"]
+    lines.append("")
+    for key, s in r["search"].items():
+        b = s["best"]
+        lines += [f"## Search: {key}", "",
+                  f"{s['num_trials']} trials, {s['trial_epochs']} trial-epochs of "
+                  f"{s['num_trials'] * s['max_epochs']} possible ({s['stopped_early']} stopped early by ASHA, "
+                  f"{s['errored']} failed). Best trial `{b['trial_id']}`: val top-1 {_pct(b['val_acc'])} at "
+                  f"epoch {b['epoch']} with `{json.dumps(b['config'])}`. All trials: `{s['trials_csv']}`.", "",
+                  f"![{key}]({Path(s['plot']).relative_to(r['pipeline']) if s['plot'].startswith(r['pipeline']) else s['plot']})",
+                  ""]
+    if r["export"]:
+        lines += ["## Export checks (ONNX vs PyTorch)", ""]
+        for name, e in r["export"].items():
+            lines.append(f"- {name}: max |logit difference| {e['max_abs_diff']:.2e}, top-1 agreement "
+                         f"{_pct(e['top1_agreement'])} on {e['images_compared']} images")
+        lines.append("")
+    lines += ["## Artifacts", ""] + [f"- {k}: `{v}`" for k, v in r["artifacts"].items()]
+    return "\n".join(lines) + "\n"
