@@ -328,27 +328,54 @@ def export_cmd(
 
 @app.command()
 def serve(
-    model: Path = typer.Argument(..., help="An .onnx file written by `transferkit export`."),
+    models: Optional[list[Path]] = typer.Argument(
+        None, help="One or more .onnx files written by `transferkit export` (each served as its stem)."),
+    repository: Optional[Path] = typer.Option(
+        None, help="Triton-style model repository REPO/<name>/<version>/model.onnx."),
     host: str = typer.Option("127.0.0.1", help="Bind address (0.0.0.0 exposes it)."),
     port: int = typer.Option(8000),
-    name: Optional[str] = typer.Option(None, help="Model name (default: the file's stem)."),
-    top_k: int = typer.Option(5, help="Predictions returned per image."),
-    threads: int = typer.Option(0, help="ONNX Runtime intra-op threads (0 = automatic)."),
+    name: Optional[str] = typer.Option(None, help="Model name when one file is given (default: its stem)."),
+    top_k: int = typer.Option(5, help="Predictions returned per image by /v1/predict."),
+    threads: int = typer.Option(0, help="ONNX Runtime intra-op threads per model (0 = automatic)."),
+    max_batch_size: int = typer.Option(8, help="Dynamic batching: images per ORT run (1 = off)."),
+    max_queue_delay_ms: float = typer.Option(2.0, help="Longest wait for a batch to fill."),
+    max_queue_size: int = typer.Option(256, help="Queued requests per model before 503 + Retry-After."),
+    max_body_mb: float = typer.Option(20.0, help="Larger request bodies get 413."),
+    max_image_pixels: int = typer.Option(50_000_000, help="Images with more pixels get 422."),
+    api_key: Optional[str] = typer.Option(
+        None, envvar="TRANSFERKIT_API_KEY", show_envvar=True,
+        help="Require 'Authorization: Bearer KEY' (or X-API-Key) on every route but health."),
+    graceful_timeout: float = typer.Option(10.0, help="Seconds in-flight requests get on shutdown."),
+    access_log: bool = typer.Option(False, help="uvicorn's per-request access log."),
+    ray: bool = typer.Option(False, "--ray", help="Deploy on Ray Serve (needs the `serve` extra)."),
+    replicas: int = typer.Option(1, help="Ray Serve replicas (with --ray)."),
+    replica_cpus: float = typer.Option(1.0, help="CPUs per Ray Serve replica = its ORT threads (with --ray)."),
 ) -> None:
-    """Serve an ONNX model over HTTP (POST /v1/predict, GET /v1/model, /v2/health/*)."""
+    """Serve ONNX models over HTTP: Open Inference Protocol v2 (/v2/models/NAME/infer), POST
+    /v1/predict, /metrics, /v2/health/*."""
     from transferkit.config import ConfigError, ServeConfig, validate
 
     try:
-        cfg = validate(ServeConfig, {"model": str(model), "host": host, "port": port, "name": name,
-                                     "top_k": top_k, "intra_op_threads": threads}, "command line")
+        cfg = validate(ServeConfig, {
+            "models": [str(m) for m in models or []], "repository": str(repository) if repository else None,
+            "host": host, "port": port, "name": name, "top_k": top_k, "intra_op_threads": threads,
+            "max_batch_size": max_batch_size, "max_queue_delay_ms": max_queue_delay_ms,
+            "max_queue_size": max_queue_size, "max_body_mb": max_body_mb, "max_image_pixels": max_image_pixels,
+            "api_key": api_key, "graceful_timeout_s": graceful_timeout, "access_log": access_log,
+            "ray": ray, "replicas": replicas, "replica_cpus": replica_cpus}, "command line")
     except ConfigError as exc:
         _fail(str(exc))
-    if not model.is_file():
-        _fail(f"MODEL {model}: file not found")
-    from transferkit.serving.server import serve as run_server
+    for m in models or []:
+        if not m.is_file():
+            _fail(f"MODEL {m}: file not found")
+    if repository is not None and not repository.is_dir():
+        _fail(f"--repository {repository}: not a folder")
+    import logging
 
-    _run(run_server, str(model), host=cfg.host, port=cfg.port, name=cfg.name, top_k=cfg.top_k,
-         intra_op_threads=cfg.intra_op_threads)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    from transferkit.serving.server import serve_config
+
+    _run(serve_config, cfg)
 
 
 @app.command()

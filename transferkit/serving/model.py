@@ -152,6 +152,7 @@ class OnnxClassifier:
     Args:
         path: the ``.onnx`` file (self-contained; transferkit metadata in ``metadata_props``).
         name: model name reported by the server; defaults to the file stem.
+        version: model version reported by the server (Triton-style repository folder name).
         intra_op_threads: ORT intra-op threads; 0 = ``min(available CPUs, 4)``. Values above the
             available CPUs are capped.
         providers: ORT execution providers; default: CUDA when a GPU is present, else CPU.
@@ -170,12 +171,14 @@ class OnnxClassifier:
         path: str | Path,
         *,
         name: str | None = None,
+        version: str = "1",
         intra_op_threads: int = 0,
         providers: Sequence[str] | None = None,
         max_image_pixels: int = 50_000_000,
     ) -> None:
         self.path = Path(path)
         self.name = name or self.path.stem
+        self.version = str(version)
         self.max_image_pixels = max_image_pixels
         self.intra_op_threads = resolve_threads(intra_op_threads)
         self.session = self._open(list(providers) if providers else default_providers())
@@ -343,12 +346,22 @@ class OnnxClassifier:
         logits = self.predict_batch(x[None])
         return self.postprocess(logits[0], top_k)
 
+    def tensor_spec(self, which: str) -> dict[str, Any]:
+        """``{"name", "datatype", "shape"}`` of the graph input (``"input"``) or output
+        (``"output"``), OIP v2 style: datatype ``FP32``, symbolic dimensions (the batch) as -1."""
+        if which == "input":
+            node = self._node(self.input_name, self.session.get_inputs())
+        else:
+            node = self._node(self.output_name, self.session.get_outputs())
+        return {"name": node.name, "datatype": _ORT_DTYPES.get(node.type, node.type), "shape": _shape(node.shape)}
+
     def metadata_dict(self) -> dict[str, Any]:
         """JSON-ready description for ``GET /v1/model``; symbolic dimensions are -1."""
         inp = self._node(self.input_name, self.session.get_inputs())
         out = self._node(self.output_name, self.session.get_outputs())
         return {
             "name": self.name,
+            "version": self.version,
             "arch": self.metadata.arch,
             "class_names": self.class_names,
             "num_classes": self.num_classes,

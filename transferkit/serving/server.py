@@ -1,14 +1,16 @@
 """Run the serving app with uvicorn in the foreground.
 
-``python -m transferkit.serving.server MODEL.onnx --port 8000`` or :func:`serve` from Python.
-uvicorn handles SIGINT/SIGTERM: it stops accepting connections, finishes in-flight requests
-(up to ``graceful_timeout_s``) and returns.
+``python -m transferkit.serving.server A.onnx B.onnx --port 8000`` or :func:`serve` /
+:func:`serve_config` from Python. On SIGINT/SIGTERM the server drains: readiness turns 503, new
+requests (also on kept-alive connections) get 503 with ``Connection: close``, the listening socket
+closes, in-flight requests finish (up to ``graceful_timeout_s``), then the process returns.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -17,101 +19,165 @@ import uvicorn
 
 from transferkit.config import ServeConfig
 from transferkit.metadata import MetadataError
-from transferkit.serving.app import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_IMAGE_PIXELS, create_app
+from transferkit.serving.app import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_IMAGE_PIXELS, ServingRuntime, create_app
 from transferkit.serving.model import ModelLoadError, OnnxClassifier
+from transferkit.serving.repository import ModelSource, discover_models
 
-__all__ = ["serve", "serve_config", "main"]
+__all__ = ["serve", "serve_config", "main", "API_KEY_ENV"]
 
 log = logging.getLogger("transferkit.serving.server")  # not "__main__" under python -m
+
+#: Environment variable read for the API key when none is given.
+API_KEY_ENV = "TRANSFERKIT_API_KEY"
 
 
 def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+class _DrainingServer(uvicorn.Server):
+    """uvicorn's server that marks the app as draining the moment shutdown starts, so requests
+    arriving on kept-alive connections are refused (503) while in-flight ones finish."""
+
+    def __init__(self, config: uvicorn.Config, runtime: ServingRuntime) -> None:
+        super().__init__(config)
+        self.runtime = runtime
+
+    async def shutdown(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
+        self.runtime.draining = True
+        await super().shutdown(sockets=sockets)
+
+
 def serve(
-    model_path: str | Path,
+    model_path: str | Path | Sequence[str | Path] | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
     *,
+    repository: str | Path | None = None,
     name: str | None = None,
     top_k: int = 5,
     intra_op_threads: int = 0,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    max_batch_size: int = 8,
+    max_queue_delay_ms: float = 2.0,
+    max_queue_size: int = 256,
+    api_key: str | None = None,
     eager: bool = True,
     log_level: str = "info",
+    access_log: bool = False,
     graceful_timeout_s: float = 10.0,
 ) -> None:
-    """Serve one ONNX classifier over HTTP until SIGINT/SIGTERM (blocking).
+    """Serve ONNX classifiers over HTTP until SIGINT/SIGTERM (blocking).
 
     Args:
-        model_path: the ``.onnx`` file exported by ``transferkit export``.
+        model_path: one or several ``.onnx`` files exported by ``transferkit export``; each is
+            served under its file stem.
         host: bind address (loopback by default; ``0.0.0.0`` exposes it).
         port: TCP port.
-        name: model name in responses (default: the file stem).
-        top_k: default number of predictions per image.
-        intra_op_threads: ONNX Runtime intra-op threads (0 = automatic, capped at the CPUs).
+        repository: a Triton-style folder ``REPO/<name>/<version>/model.onnx`` (added to the files).
+        name: the model's name when exactly one file is given (default: the file stem).
+        top_k: default number of predictions per image on ``/v1/predict``.
+        intra_op_threads: ONNX Runtime intra-op threads per model (0 = automatic, capped at the CPUs).
         max_body_bytes: request bodies above this get 413.
         max_image_pixels: images above this many pixels get 422.
-        eager: load (and warm) the model before binding the port, so a bad file fails here; when
+        max_batch_size: dynamic batching: rows per ORT run (1 = off).
+        max_queue_delay_ms: longest wait for a batch to fill while requests are on their way.
+        max_queue_size: admitted requests per model beyond which the answer is 503 + Retry-After.
+        api_key: required on every route but health; None = the ``TRANSFERKIT_API_KEY``
+            environment variable, if set.
+        eager: load (and warm) every model before binding the port, so a bad file fails here; when
             False the server starts at once and ``/v2/health/ready`` answers 503 until loaded.
         log_level: uvicorn's log level.
+        access_log: uvicorn's per-request access log (costs latency; off by default).
         graceful_timeout_s: how long in-flight requests may finish after a shutdown signal.
 
     Raises:
-        ModelLoadError: (eager) the file is missing, unloadable, or disagrees with its metadata.
-        MetadataError: (eager) the file carries no transferkit metadata.
+        FileNotFoundError: a model file or the repository is missing.
+        ValueError: nothing to serve, duplicate names, or a bad limit.
+        ModelLoadError: (eager) a file is unloadable or disagrees with its metadata.
+        MetadataError: (eager) a file carries no transferkit metadata.
     """
-    model: Path | OnnxClassifier = Path(model_path)
+    files: list[str | Path]
+    if model_path is None:
+        files = []
+    elif isinstance(model_path, (str, Path)):
+        files = [model_path]
+    else:
+        files = list(model_path)
+    sources = discover_models(files, repository, name)
+    models: list[ModelSource | OnnxClassifier] = list(sources)
     if eager:
-        model = OnnxClassifier(model_path, name=name, intra_op_threads=intra_op_threads)
+        models = [OnnxClassifier(s.path, name=s.name, version=s.version, intra_op_threads=intra_op_threads)
+                  for s in sources]
     app = create_app(
-        model, name=name, top_k=top_k, max_body_bytes=max_body_bytes, max_image_pixels=max_image_pixels,
-        intra_op_threads=intra_op_threads,
+        models, top_k=top_k, max_body_bytes=max_body_bytes, max_image_pixels=max_image_pixels,
+        intra_op_threads=intra_op_threads, max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms,
+        max_queue_size=max_queue_size, api_key=api_key if api_key is not None else (os.environ.get(API_KEY_ENV) or None),
     )
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=graceful_timeout_s
+        app, host=host, port=port, log_level=log_level, access_log=access_log,
+        timeout_graceful_shutdown=graceful_timeout_s,
     )
-    log.info("serving %s at %s/v1/predict (Ctrl+C to stop)", model_path, _url(host, port))
-    uvicorn.Server(config).run()
+    names = ", ".join(f"{s.name}:{s.version}" for s in sources)
+    log.info("serving %s at %s/v2/models/{name}/infer and /v1/predict (Ctrl+C to stop)", names, _url(host, port))
+    _DrainingServer(config, app.state.runtime).run()
 
 
-def serve_config(cfg: ServeConfig) -> None:
-    """:func:`serve` from a validated :class:`~transferkit.config.ServeConfig`."""
+def serve_config(cfg: ServeConfig, *, eager: bool = True, log_level: str = "info") -> None:
+    """:func:`serve` (or, with ``cfg.ray``, :func:`~transferkit.serving.ray_serve.serve_ray`) from a
+    validated :class:`~transferkit.config.ServeConfig` (blocking until interrupted)."""
+    if cfg.ray:
+        from transferkit.serving.ray_serve import serve_ray
+
+        serve_ray(cfg)
+        return
     serve(
-        cfg.model, cfg.host, cfg.port, name=cfg.name, top_k=cfg.top_k,
+        cfg.models, cfg.host, cfg.port, repository=cfg.repository, name=cfg.name, top_k=cfg.top_k,
         intra_op_threads=cfg.intra_op_threads, max_body_bytes=int(cfg.max_body_mb * 1024 * 1024),
-        max_image_pixels=cfg.max_image_pixels,
+        max_image_pixels=cfg.max_image_pixels, max_batch_size=cfg.max_batch_size,
+        max_queue_delay_ms=cfg.max_queue_delay_ms, max_queue_size=cfg.max_queue_size, api_key=cfg.api_key,
+        eager=eager, log_level=log_level, access_log=cfg.access_log, graceful_timeout_s=cfg.graceful_timeout_s,
     )
 
 
 def _parser() -> argparse.ArgumentParser:
+    d = ServeConfig.model_fields
     p = argparse.ArgumentParser(prog="python -m transferkit.serving.server", description=__doc__.splitlines()[0])
-    p.add_argument("model", type=Path, help="the .onnx file")
+    p.add_argument("models", type=Path, nargs="*", help=".onnx files (each served as its file stem)")
+    p.add_argument("--repository", default=None, help="Triton-style folder REPO/<name>/<version>/model.onnx")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--name", default=None)
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=int, default=d["top_k"].default)
     p.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0 = automatic)")
     p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     p.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS)
-    p.add_argument("--lazy", action="store_true", help="bind first, load the model in the background")
+    p.add_argument("--max-batch-size", type=int, default=d["max_batch_size"].default, help="1 = batching off")
+    p.add_argument("--max-queue-delay-ms", type=float, default=d["max_queue_delay_ms"].default)
+    p.add_argument("--max-queue-size", type=int, default=d["max_queue_size"].default)
+    p.add_argument("--api-key", default=None, help=f"required on all routes but health (default: ${API_KEY_ENV})")
+    p.add_argument("--graceful-timeout", type=float, default=d["graceful_timeout_s"].default)
+    p.add_argument("--access-log", action="store_true")
+    p.add_argument("--lazy", action="store_true", help="bind first, load the models in the background")
     p.add_argument("--log-level", default="info")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry; returns the exit status (2 when the model cannot be loaded)."""
+    """Command-line entry; returns the exit status (2 when a model cannot be loaded)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     try:
         serve(
-            args.model, args.host, args.port, name=args.name, top_k=args.top_k,
+            args.models, args.host, args.port, repository=args.repository, name=args.name, top_k=args.top_k,
             intra_op_threads=args.threads, max_body_bytes=args.max_body_bytes,
-            max_image_pixels=args.max_image_pixels, eager=not args.lazy, log_level=args.log_level,
+            max_image_pixels=args.max_image_pixels, max_batch_size=args.max_batch_size,
+            max_queue_delay_ms=args.max_queue_delay_ms, max_queue_size=args.max_queue_size,
+            api_key=args.api_key, eager=not args.lazy, log_level=args.log_level, access_log=args.access_log,
+            graceful_timeout_s=args.graceful_timeout,
         )
-    except (ModelLoadError, MetadataError, ValueError) as exc:
+    except (ModelLoadError, MetadataError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,221 @@
+"""Dynamic batching for one model: many requests, one ONNX Runtime run, one answer each.
+
+Policy (Triton's dynamic batcher, made adaptive so that a lone request never waits):
+
+* a batch starts as soon as the runner is free and a request is queued;
+* it then takes every request already queued (up to ``max_batch_size`` rows) and, while other
+  requests are still *on their way* (being read or preprocessed: :meth:`DynamicBatcher.arriving`),
+  waits for them up to ``max_queue_delay_ms`` after the oldest queued request;
+* with nothing on its way, it runs at once: a lone request on an idle server pays no window;
+* one ORT run per batch, in one dedicated thread (batches of a model never overlap, so ORT's
+  intra-op pool owns the cores); the ``[N, K]`` result is split back by request.
+
+The queue itself is bounded by admission control in the app (``max_queue_size``), not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+__all__ = ["DynamicBatcher"]
+
+
+@dataclass
+class _Item:
+    x: np.ndarray  # float32 [n, C, H, W]
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class DynamicBatcher:
+    """Collects ``[n, C, H, W]`` requests into batches for ``run``.
+
+    Args:
+        run: blocking function float32 ``[N, C, H, W]`` -> ``[N, ...]`` (e.g.
+            ``OnnxClassifier.predict_batch``); called from one dedicated thread.
+        max_batch_size: most rows per run (>= 1). A single request with more rows runs alone.
+        max_queue_delay_ms: longest wait, after the oldest queued request, for requests on their
+            way to join the batch (>= 0).
+        on_batch: called with ``(rows, queue_times_s)`` after each run (metrics), on the event loop.
+        name: thread name prefix (the model's name).
+
+    Raises:
+        ValueError: ``max_batch_size`` < 1 or ``max_queue_delay_ms`` < 0.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[np.ndarray], np.ndarray],
+        max_batch_size: int,
+        max_queue_delay_ms: float,
+        on_batch: Callable[[int, list[float]], None] | None = None,
+        name: str = "model",
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1; got {max_batch_size}")
+        if max_queue_delay_ms < 0:
+            raise ValueError(f"max_queue_delay_ms must be >= 0; got {max_queue_delay_ms}")
+        self._run = run
+        self.max_batch_size = max_batch_size
+        self.max_delay_s = max_queue_delay_ms / 1000.0
+        self._on_batch = on_batch
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._upstream = 0
+        self._busy = False  # a batch (or a lone request) is running in the executor
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"batch-{name}")
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the batching loop on the running event loop (idempotent)."""
+        if self._task is None:
+            self._wake = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        """Finish the queued requests, then stop the loop and its thread."""
+        while self._queue:
+            await asyncio.sleep(0.001)
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        self._executor.shutdown(wait=True)
+
+    # -- producer side -----------------------------------------------------------------------------
+
+    @contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Mark a request as on its way (body being read, image being decoded) so that a batch in
+        formation waits for it (up to the delay). Leave the block before :meth:`submit`."""
+        self._upstream += 1
+        try:
+            yield
+        finally:
+            self._upstream -= 1
+            self._poke()
+
+    async def submit(self, x: np.ndarray) -> np.ndarray:
+        """Queue ``x`` and wait for its rows of the batch result.
+
+        Args:
+            x: float32 ``[n, C, H, W]``, n >= 1.
+
+        Returns:
+            The run's output rows for ``x`` (``[n, ...]``).
+
+        Raises:
+            RuntimeError: the batcher is not started.
+            Exception: whatever ``run`` raised for the batch holding ``x``.
+        """
+        if self._task is None:
+            raise RuntimeError("DynamicBatcher.submit before start()")
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(x, fut))
+        self._poke()
+        return await fut
+
+    async def run_if_idle(self, prepare: Callable[[], np.ndarray]) -> np.ndarray | None:
+        """Run one request at once, in a single thread hop, when nothing else is queued, on its
+        way or running: a lone request on an idle server pays neither the window nor a second
+        hop. Returns None (do :meth:`submit`) when the server is not idle.
+
+        Args:
+            prepare: blocking ``() -> float32 [n, C, H, W]`` (decode + preprocess), run in the
+                executor just before the model.
+        """
+        if self._busy or self._queue or self._upstream or self._task is None:
+            return None
+        self._busy = True
+        try:
+            out = await asyncio.get_running_loop().run_in_executor(
+                self._executor, lambda: self._run(prepare()))
+        finally:
+            self._busy = False
+            self._poke()
+        if self._on_batch is not None:
+            self._on_batch(len(out), [0.0])
+        return out
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    # -- consumer side -----------------------------------------------------------------------------
+
+    def _take(self, batch: list[_Item], rows: int) -> int:
+        """Move queued items into ``batch`` while they fit; the new row count."""
+        while self._queue and (not batch or rows + len(self._queue[0].x) <= self.max_batch_size):
+            item = self._queue.popleft()
+            if item.future.done():  # the client went away while queued
+                continue
+            batch.append(item)
+            rows += len(item.x)
+        return rows
+
+    async def _collect(self) -> list[_Item]:
+        assert self._wake is not None
+        while not self._queue:
+            self._wake.clear()
+            await self._wake.wait()
+        batch: list[_Item] = []
+        rows = self._take(batch, 0)
+        if not batch:
+            return batch
+        deadline = batch[0].enqueued + self.max_delay_s
+        while rows < self.max_batch_size and self._upstream > 0 and not self._queue:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), remaining)
+            except asyncio.TimeoutError:
+                break
+            rows = self._take(batch, rows)
+        return batch
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            if not batch:
+                continue
+            started = time.perf_counter()
+            x = batch[0].x if len(batch) == 1 else np.concatenate([i.x for i in batch], axis=0)
+            self._busy = True
+            try:
+                out = await loop.run_in_executor(self._executor, self._run, x)
+            except asyncio.CancelledError:
+                for item in batch:
+                    if not item.future.done():
+                        item.future.cancel()
+                raise
+            except Exception as exc:  # noqa: BLE001 - handed to every request of the batch
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            finally:
+                self._busy = False
+            start = 0
+            for item in batch:
+                n = len(item.x)
+                if not item.future.done():
+                    item.future.set_result(out[start : start + n])
+                start += n
+            if self._on_batch is not None:
+                self._on_batch(len(x), [started - i.enqueued for i in batch])

@@ -1,0 +1,146 @@
+"""Open Inference Protocol v2 (KServe v2 REST protocol) messages for transferkit classifiers.
+
+Follows the KServe "V2 Inference Protocol" REST spec
+(https://kserve.github.io/website/docs/concepts/architecture/data-plane/v2-protocol and
+https://github.com/kserve/open-inference-protocol, ``specification/protocol/inference_rest.md``):
+
+* server metadata ``{"name", "version", "extensions"}``;
+* model metadata ``{"name", "versions", "platform", "inputs", "outputs"}``, each tensor
+  ``{"name", "datatype", "shape"}`` with -1 for a variable dimension (the batch);
+* inference request ``{"id"?, "parameters"?, "inputs": [{"name", "shape", "datatype", "data",
+  "parameters"?}], "outputs"?: [{"name", "parameters"?}]}``; ``data`` flat in row-major order
+  (nested lists of the same shape are accepted too, as the spec allows);
+* inference response ``{"model_name", "model_version", "id"?, "outputs": [{"name", "shape",
+  "datatype", "data"}]}``;
+* errors ``{"error": "<message>"}``.
+
+Only what a transferkit model takes is accepted: one ``FP32`` input ``[N, C, H, W]`` and its
+logits output ``FP32 [N, K]``. The binary tensor extension is not implemented; send an encoded
+image as the raw body instead (the server's own extension, see ``app.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from transferkit.serving.errors import InvalidInputError, InvalidTensorError
+from transferkit.serving.model import OnnxClassifier
+
+__all__ = ["PLATFORM", "model_metadata", "parse_infer_request", "infer_response"]
+
+#: Triton's platform string for ONNX models.
+PLATFORM = "onnxruntime_onnx"
+
+
+def model_metadata(clf: OnnxClassifier, versions: list[str]) -> dict[str, Any]:
+    """OIP v2 model metadata, with transferkit's own details under ``parameters``.
+
+    Args:
+        clf: the loaded model.
+        versions: every served version of this model name.
+
+    Returns:
+        JSON-ready dict; tensor shapes use -1 for the batch dimension.
+    """
+    meta = clf.metadata_dict()
+    return {
+        "name": clf.name,
+        "versions": versions,
+        "platform": PLATFORM,
+        "inputs": [clf.tensor_spec("input")],
+        "outputs": [clf.tensor_spec("output")],
+        "parameters": {
+            "class_names": meta["class_names"],
+            "preprocessing": meta["preprocessing"],
+            "arch": meta["arch"],
+            "execution_providers": meta["execution_providers"],
+            "intra_op_threads": meta["intra_op_threads"],
+        },
+    }
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def parse_infer_request(payload: Any, clf: OnnxClassifier, max_rows: int) -> tuple[np.ndarray, str | None]:
+    """Check an OIP v2 inference request against the model and build its input.
+
+    Args:
+        payload: the decoded JSON body.
+        clf: the model it is for.
+        max_rows: largest batch dimension accepted.
+
+    Returns:
+        ``(x, request_id)``: float32 ``[N, C, H, W]`` and the request's ``id`` (or None).
+
+    Raises:
+        InvalidInputError: the body is not an OIP request object (no ``inputs`` list, ``id`` not a
+            string, ``outputs`` malformed).
+        InvalidTensorError: the tensor's name, datatype, rank, shape or data does not fit the
+            model; an unknown output is requested. Messages name the expected value.
+    """
+    if not isinstance(payload, dict):
+        raise InvalidInputError(f"the request body must be a JSON object; got {type(payload).__name__}")
+    rid = payload.get("id")
+    if rid is not None and not isinstance(rid, str):
+        raise InvalidInputError(f"'id' must be a string; got {type(rid).__name__}")
+    spec = clf.tensor_spec("input")
+    inputs = payload.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidInputError(f"'inputs' must be a non-empty list of tensors; model {clf.name!r} takes {spec['name']!r}")
+    if len(inputs) != 1:
+        raise InvalidTensorError(f"model {clf.name!r} takes 1 input ({spec['name']!r}); got {len(inputs)}")
+    t = inputs[0]
+    if not isinstance(t, dict):
+        raise InvalidInputError("each input must be an object with name, shape, datatype and data")
+    if t.get("name") != spec["name"]:
+        raise InvalidTensorError(f"unknown input {t.get('name')!r}: model {clf.name!r} takes {spec['name']!r}")
+    if t.get("datatype") != spec["datatype"]:
+        raise InvalidTensorError(f"input {spec['name']!r} has datatype {spec['datatype']}; got {t.get('datatype')!r}")
+    shape = t.get("shape")
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise InvalidTensorError(f"input 'shape' must be a list of non-negative integers; got {shape!r}")
+    expected = spec["shape"]
+    if len(shape) != len(expected):
+        raise InvalidTensorError(f"input {spec['name']!r} has rank {len(expected)} {expected}; got rank {len(shape)} {shape}")
+    if any(e != -1 and s != e for s, e in zip(shape, expected)):
+        raise InvalidTensorError(f"input {spec['name']!r} has shape {expected} (-1: any); got {shape}")
+    if not 1 <= shape[0] <= max_rows:
+        raise InvalidTensorError(f"batch dimension must be 1..{max_rows}; got {shape[0]}")
+    data = t.get("data")
+    if not isinstance(data, list):
+        raise InvalidTensorError(f"input 'data' must be a list of numbers; got {type(data).__name__}")
+    try:
+        arr = np.asarray(data, dtype=np.float32)
+    except (ValueError, TypeError) as exc:
+        raise InvalidTensorError(f"input 'data' must hold numbers only (flat or nested as the shape): {exc}") from None
+    need = math.prod(shape)
+    if arr.size != need:
+        raise InvalidTensorError(f"input 'data' has {arr.size} values; shape {shape} needs {need}")
+    if not np.isfinite(arr).all():
+        raise InvalidTensorError("input 'data' holds NaN or infinite values")
+    outputs = payload.get("outputs")
+    if outputs is not None:
+        out_name = clf.tensor_spec("output")["name"]
+        if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+            raise InvalidInputError("'outputs' must be a list of objects with a name")
+        for o in outputs:
+            if o.get("name") != out_name:
+                raise InvalidTensorError(f"unknown output {o.get('name')!r}: model {clf.name!r} has {out_name!r}")
+    return np.ascontiguousarray(arr.reshape(shape)), rid
+
+
+def infer_response(clf: OnnxClassifier, logits: np.ndarray, request_id: str | None) -> dict[str, Any]:
+    """The OIP v2 inference response for float32 logits ``[N, K]``."""
+    body: dict[str, Any] = {"model_name": clf.name, "model_version": clf.version}
+    if request_id is not None:
+        body["id"] = request_id
+    body["outputs"] = [{
+        "name": clf.output_name, "datatype": "FP32", "shape": list(logits.shape),
+        "data": logits.astype(np.float32).ravel().tolist(),
+    }]
+    return body
