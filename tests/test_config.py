@@ -67,3 +67,13 @@ def test_a_section_written_as_a_plain_value_is_an_error_even_with_empty_override
     p.write_text("model: resnet18\n")
     with pytest.raises(ConfigError, match=r"model: Input should be a valid dictionary"):
         load_config(FinetuneConfig, p, {"model": {"arch": None, "weights": None}})
+
+
+def test_a_misspelled_key_suggests_the_field_it_resembles():
+    from transferkit.config import PipelineConfig, validate
+
+    with pytest.raises(ConfigError, match=r"student\.kd\.temprature: unknown field; did you mean "
+                                          r"student\.kd\.temperature\?.*known here: temperature"):
+        validate(PipelineConfig, {"student": {"kd": {"temprature": 3}}})
+    with pytest.raises(ConfigError, match=r"teacher\.tune\.serch: .*did you mean teacher\.tune\.search\?"):
+        validate(PipelineConfig, {"teacher": {"tune": {"serch": {}}}})

@@ -624,10 +624,30 @@ class PipelineConfig(_Strict):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
+def _fields_at(model_cls: type[BaseModel], path: tuple) -> list[str]:
+    """The field names of the (nested) model at ``path`` (names, through optional sections)."""
+    import typing
+
+    cls: Any = model_cls
+    for part in path:
+        field = getattr(cls, "model_fields", {}).get(part) if isinstance(part, str) else None
+        if field is None:
+            return []
+        cls = next((a for a in (field.annotation, *typing.get_args(field.annotation))
+                    if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if cls is None:
+            return []
+    return list(getattr(cls, "model_fields", {}))
+
+
+def _format_validation_error(exc: ValidationError, source: str,
+                             model_cls: type[BaseModel] | None = None) -> str:
+    import difflib
+
     lines = [f"invalid configuration ({source}):"]
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "<root>"
+        path = tuple(err.get("loc", ()))
+        loc = ".".join(str(p) for p in path) or "<root>"
         msg = err.get("msg", "")
         ctx = err.get("ctx") or {}
         allowed = ctx.get("expected")
@@ -635,8 +655,13 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         shown = json.dumps(value, default=str) if not isinstance(value, dict) else "{...}"
         line = f"  {loc}: {msg}"
         if err.get("type") == "extra_forbidden":
-            line = f"  {loc}: unknown field (check the spelling; see the documented fields)"
-        elif allowed:
+            known = _fields_at(model_cls, path[:-1]) if model_cls is not None else []
+            close = difflib.get_close_matches(str(path[-1]), known, n=1) if path else []
+            line = (f"  {loc}: unknown field"
+                    + (f"; did you mean {'.'.join(map(str, path[:-1] + (close[0],)))}?" if close else "")
+                    + (f" (known here: {', '.join(known)})" if known else
+                       " (check the spelling; see the documented fields)"))
+        elif allowed and str(allowed) not in msg:
             line += f" (allowed: {allowed})"
         if err.get("type") != "missing" and err.get("type") != "extra_forbidden":
             line += f"; got {shown}"
@@ -653,7 +678,7 @@ def validate(model_cls: type[BaseModel], data: dict[str, Any], source: str = "co
     try:
         return model_cls.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        raise ConfigError(_format_validation_error(exc, source, model_cls)) from None
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -168,7 +168,7 @@ def validate_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
 def _check_models(cfg: PipelineConfig, stages: dict[str, Any], num_classes: int) -> None:
     from transferkit.config import ModelConfig
     from transferkit.models import build_model
-    from transferkit.tuning.search import _check_schedule
+    from transferkit.tuning.search import check_schedule
     from transferkit.tuning.space import param_space
 
     for who, run, search in (("teacher", "teacher", "tune-teacher"), ("student", "student", "tune-student")):
@@ -185,7 +185,7 @@ def _check_models(cfg: PipelineConfig, stages: dict[str, Any], num_classes: int)
         if t is not None:
             try:
                 param_space(t.tune.search, n, t.model.weights is not None, distill=search == "tune-student")
-                _check_schedule(t)
+                check_schedule(t)
             except ConfigError as exc:
                 msg = str(exc).replace("optim.epochs (--max-epochs", f"{who}.tune.epochs (or {who}.optim.epochs")
                 raise ConfigError(f"{who}.{msg}") from None

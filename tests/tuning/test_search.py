@@ -126,3 +126,22 @@ def test_interrupted_search_resumes_without_rerunning_the_finished_trial(ray_clu
     assert (exp / first / "result.json").read_bytes() == before
     assert sorted(p.name for p in (exp / first / "train").glob("checkpoint_*")) == ckpts_before
     assert (exp / "best_config.yaml").is_file()
+
+
+def test_distillation_search_varies_the_kd_temperature(ray_cluster, trained_run, tmp_path):
+    from transferkit.config import DistillConfig, DistillTuneConfig, load_config
+    from transferkit.tuning.search import tune_search
+
+    exp = tmp_path / "kd-search"
+    cfg = DistillTuneConfig.model_validate({
+        "teacher": str(trained_run), "optim": {"epochs": 1}, "output": str(exp),
+        "tune": {"num_samples": 2, "scheduler": "fifo", "max_concurrent_trials": 1,
+                 "search": {"temperature": [2.0, 8.0], "head_lr": None, "backbone_lr": [3e-3]}}})
+    summary = tune_search(cfg)
+    table = pd.read_csv(exp / "trials.csv")
+    assert len(table) == 2 and set(table["status"]) == {"TERMINATED"} and (table["epochs_run"] == 1).all()
+    assert set(table["temperature"]) <= {2.0, 8.0} and "freeze_depth" not in table  # student from scratch
+    best = load_config(DistillConfig, exp / "best_config.yaml")  # `distill --config` accepts it
+    assert best.kd.temperature == summary["best"]["config"]["temperature"]
+    assert Path(best.teacher).resolve() in (trained_run.resolve(), (trained_run / "model.pt").resolve())
+    assert best.model.arch == "mobilenet_v3_small"

@@ -38,7 +38,8 @@ from transferkit.errors import TransferkitError
 from transferkit.tuning.space import PARAM_PATHS, apply_sample, param_space
 from transferkit.tuning.storage import ExperimentDir
 
-__all__ = ["tune_search", "resume_search", "run_trial", "plan_concurrency", "SearchInterrupted",
+__all__ = ["tune_search", "resume_search", "run_trial", "plan_concurrency", "check_schedule",
+           "SearchInterrupted",
            "SearchFailedError", "TRIALS_CSV", "BEST_CONFIG", "BEST_TRIAL", "PLOT"]
 
 log = logging.getLogger(__name__)
@@ -196,7 +197,12 @@ def _resolve(cfg) -> tuple[dict[str, Any], dict[str, Any]]:
     return context, space
 
 
-def _check_schedule(cfg) -> None:
+def check_schedule(cfg) -> None:
+    """Refuse an ASHA schedule that cannot stop anything.
+
+    Raises:
+        ConfigError: ``tune.grace_period`` >= ``optim.epochs``.
+    """
     if cfg.tune.scheduler == "asha" and cfg.tune.grace_period >= cfg.optim.epochs:
         raise ConfigError(
             f"tune.grace_period: {cfg.tune.grace_period} must be below optim.epochs "
@@ -280,7 +286,7 @@ def tune_search(cfg: TuneConfig | DistillTuneConfig, overwrite: bool = False) ->
     """
     from transferkit.training.trainer import ensure_ray, package_versions
 
-    _check_schedule(cfg)
+    check_schedule(cfg)
     exp = ExperimentDir(cfg.output)
     fresh = not exp.is_used() or overwrite
     exp.claim(overwrite)
@@ -413,12 +419,11 @@ def _conclude(cfg, exp: ExperimentDir, context: dict[str, Any]) -> dict[str, Any
     exp.write_text(TRIALS_CSV, table.to_csv(index=False))
     unfinished = [r["trial_id"] for r in rows if r["status"] not in ("TERMINATED", "ERROR")]
     _print_table(table, searched)
-    if not unfinished:
-        _wait_for_resources()
-    if unfinished:
+    if unfinished:  # the saved state still has them running: --resume continues them
         raise SearchInterrupted(
             f"search interrupted: {len(rows) - len(unfinished)} of {len(rows)} trials finished "
             f"({', '.join(unfinished)} not); continue it with `transferkit tune --resume {exp.uri}`")
+    _wait_for_resources()
     scored = table.dropna(subset=["best_val_acc"])
     if scored.empty:
         errors = [str(t.error_file or t.status) for t in analysis.trials]
