@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -297,9 +296,8 @@ def _search(tcfg) -> Callable[[bool], dict[str, Any]]:
     return run
 
 
-def _train(fn_name: str, get_cfg: Callable[[], Any]) -> Callable[[bool], dict[str, Any]]:
+def _train(fn_name: str, c: Any) -> Callable[[bool], dict[str, Any]]:
     def run(resume: bool) -> dict[str, Any]:
-        c = get_cfg()
         out = Path(c.output)
         resume = resume and (out / "splits.json").is_file()  # a checkpointed run to continue
         if fn_name == "finetune":
@@ -373,7 +371,7 @@ def run_pipeline(cfg: PipelineConfig, force: bool = False) -> dict[str, Any]:
             records, force)
     if stages["teacher"] is not None:
         t_cfg = _with_best(stages["teacher"], results.get("tune-teacher"))
-        results["teacher"] = _run_stage(_Stage("teacher", t_cfg, [], _train("finetune", lambda: t_cfg)),
+        results["teacher"] = _run_stage(_Stage("teacher", t_cfg, [], _train("finetune", t_cfg)),
                                         records, force)
     runs = {"teacher": teacher_dir}
     if stages["student"] is not None:
@@ -383,7 +381,7 @@ def run_pipeline(cfg: PipelineConfig, force: bool = False) -> dict[str, Any]:
                 _Stage("tune-student", stages["tune-student"], [t_model], _search(stages["tune-student"])),
                 records, force)
         s_cfg = _with_best(stages["student"], results.get("tune-student"))
-        results["student"] = _run_stage(_Stage("student", s_cfg, [t_model], _train("distill", lambda: s_cfg)),
+        results["student"] = _run_stage(_Stage("student", s_cfg, [t_model], _train("distill", s_cfg)),
                                         records, force)
         runs["student"] = out / "student"
     model_files = [d / "model.pt" for d in runs.values()]
