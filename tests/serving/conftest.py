@@ -84,3 +84,22 @@ def china_jpg() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(load_sample_image("china.jpg")).save(buf, format="JPEG", quality=90)
     return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    """An httpx client on the requesting test module's ``server`` fixture."""
+    import httpx
+
+    with httpx.Client(base_url=server.url, timeout=30.0) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def reference(serving_onnx: Path):
+    """``(onnxruntime.InferenceSession, ModelMetadata)`` of ``serving_onnx``: the expected answers,
+    computed in-process."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(serving_onnx), providers=["CPUExecutionProvider"])
+    return sess, ModelMetadata.from_props(sess.get_modelmeta().custom_metadata_map)

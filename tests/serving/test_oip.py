@@ -8,8 +8,6 @@ here starts Ray (the Ray Serve test lives in ``test_ray_serve.py``).
 from __future__ import annotations
 
 import asyncio
-import io
-import json
 import os
 import shutil
 import signal
@@ -21,14 +19,12 @@ from typing import Iterator
 
 import httpx
 import numpy as np
-import onnxruntime as ort
 import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from test_serving import Server, png, png_bomb
 from transferkit.imaging import decode_image, preprocess
-from transferkit.metadata import ModelMetadata
 
 MAX_BODY = 512 * 1024
 MAX_PIXELS = 1_000_000
@@ -66,24 +62,12 @@ def server(model_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
         srv.stop()
 
 
-@pytest.fixture(scope="module")
-def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30.0) as c:
-        yield c
+def ref_input(reference, data: bytes) -> np.ndarray:
+    return preprocess(decode_image(data), reference[1].preprocessing)[None]
 
 
-@pytest.fixture(scope="module")
-def ref(serving_onnx: Path) -> tuple[ort.InferenceSession, ModelMetadata]:
-    sess = ort.InferenceSession(str(serving_onnx), providers=["CPUExecutionProvider"])
-    return sess, ModelMetadata.from_props(sess.get_modelmeta().custom_metadata_map)
-
-
-def ref_input(ref, data: bytes) -> np.ndarray:
-    return preprocess(decode_image(data), ref[1].preprocessing)[None]
-
-
-def ref_logits(ref, x: np.ndarray) -> np.ndarray:
-    sess, meta = ref
+def ref_logits(reference, x: np.ndarray) -> np.ndarray:
+    sess, meta = reference
     return sess.run([meta.output_name], {meta.input_name: x.astype(np.float32)})[0]
 
 
@@ -127,10 +111,10 @@ def test_server_and_model_metadata(client: httpx.Client) -> None:
     assert {m["name"] for m in client.get("/v1/models").json()["models"]} == {"teacher", "student"}
 
 
-def test_infer_json_and_image_match_in_process_ort(client: httpx.Client, ref, digit_pngs, china_jpg) -> None:
+def test_infer_json_and_image_match_in_process_ort(client: httpx.Client, reference, digit_pngs, china_jpg) -> None:
     for i, data in enumerate([china_jpg, *digit_pngs[:4]]):
-        x = ref_input(ref, data)
-        want = ref_logits(ref, x)
+        x = ref_input(reference, data)
+        want = ref_logits(reference, x)
         for path in ("/v2/models/teacher/infer", "/v2/models/student/infer", "/v2/models/student/versions/1/infer"):
             r = client.post(path, json=oip_request(x, rid=f"req-{i}"))
             np.testing.assert_allclose(output_of(r), want, rtol=1e-4, atol=1e-4)
@@ -142,9 +126,9 @@ def test_infer_json_and_image_match_in_process_ort(client: httpx.Client, ref, di
     assert client.post("/v2/models/student/infer", json=oip_request(x)).json()["model_version"] == "2"
 
 
-def test_infer_batch_and_nested_data(client: httpx.Client, ref, digit_pngs) -> None:
-    x = np.concatenate([ref_input(ref, d) for d in digit_pngs[:3]])
-    want = ref_logits(ref, x)
+def test_infer_batch_and_nested_data(client: httpx.Client, reference, digit_pngs) -> None:
+    x = np.concatenate([ref_input(reference, d) for d in digit_pngs[:3]])
+    want = ref_logits(reference, x)
     got = output_of(client.post("/v2/models/teacher/infer", json=oip_request(x)))
     assert got.shape == (3, 10)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
@@ -153,10 +137,10 @@ def test_infer_batch_and_nested_data(client: httpx.Client, ref, digit_pngs) -> N
     np.testing.assert_allclose(output_of(client.post("/v2/models/teacher/infer", json=nested)), want, rtol=1e-4, atol=1e-4)
 
 
-def test_32_concurrent_clients_each_get_their_own_answer(client: httpx.Client, server: Server, ref, digit_pngs, china_jpg) -> None:
+def test_32_concurrent_clients_each_get_their_own_answer(client: httpx.Client, server: Server, reference, digit_pngs, china_jpg) -> None:
     images = [china_jpg, *digit_pngs]
-    inputs = [ref_input(ref, d) for d in images]
-    wants = [ref_logits(ref, x)[0] for x in inputs]
+    inputs = [ref_input(reference, d) for d in images]
+    wants = [ref_logits(reference, x)[0] for x in inputs]
     before = metric_samples(client.get("/metrics").text)
 
     def one(i: int) -> tuple[int, np.ndarray]:
@@ -186,7 +170,7 @@ def test_32_concurrent_clients_each_get_their_own_answer(client: httpx.Client, s
 # -- bad input -------------------------------------------------------------------------------------
 
 
-def _bad_requests(ref, china_jpg: bytes) -> list[tuple[str, str, dict, int]]:
+def _bad_requests(reference, china_jpg: bytes) -> list[tuple[str, str, dict, int]]:
     x = np.zeros((1, 3, 32, 32), dtype=np.float32)
     good = oip_request(x)
 
@@ -227,11 +211,11 @@ def _bad_requests(ref, china_jpg: bytes) -> list[tuple[str, str, dict, int]]:
     ]
 
 
-def test_bad_input_is_4xx_with_a_named_problem_and_the_server_keeps_serving(client: httpx.Client, ref, china_jpg) -> None:
-    cases = _bad_requests(ref, china_jpg)
+def test_bad_input_is_4xx_with_a_named_problem_and_the_server_keeps_serving(client: httpx.Client, reference, china_jpg) -> None:
+    cases = _bad_requests(reference, china_jpg)
     assert len({label for label, *_ in cases}) >= 15
-    x = ref_input(ref, china_jpg)
-    want = ref_logits(ref, x)
+    x = ref_input(reference, china_jpg)
+    want = ref_logits(reference, x)
     for label, path, kwargs, status in cases:
         r = client.post(path, **kwargs) if "infer" in path or "predict" in path else client.get(path)
         assert r.status_code == status, f"{label}: {r.status_code} {r.text}"
@@ -373,7 +357,7 @@ def _wait_inflight(c: httpx.Client, model: str, n: int) -> None:
     pytest.fail(f"in-flight never reached {n}")
 
 
-def test_full_queue_is_503_with_retry_after(serving_onnx: Path, tmp_path: Path, china_jpg: bytes, ref) -> None:
+def test_full_queue_is_503_with_retry_after(serving_onnx: Path, tmp_path: Path, china_jpg: bytes, reference) -> None:
     srv = Server(serving_onnx, tmp_path / "server.log", "--max-queue-size", "1", "--log-level", "warning")
     try:
         srv.wait_for("/v2/health/ready")
@@ -386,7 +370,7 @@ def test_full_queue_is_503_with_retry_after(serving_onnx: Path, tmp_path: Path, 
             assert r.status_code == 503 and r.headers["retry-after"] == "1" and "retry" in r.json()["error"]
             held.release.set()
             first = pool.future.result(60)  # type: ignore[attr-defined]
-            want = ref_logits(ref, ref_input(ref, china_jpg))
+            want = ref_logits(reference, ref_input(reference, china_jpg))
             np.testing.assert_allclose(output_of(first), want, rtol=1e-4, atol=1e-4)
             np.testing.assert_allclose(output_of(c.post("/v2/models/digits_cnn/infer", content=china_jpg,
                                                         headers={"content-type": "image/jpeg"})), want, rtol=1e-4, atol=1e-4)
@@ -395,7 +379,7 @@ def test_full_queue_is_503_with_retry_after(serving_onnx: Path, tmp_path: Path, 
         srv.stop()
 
 
-def test_graceful_shutdown_finishes_in_flight_and_refuses_new(serving_onnx: Path, tmp_path: Path, china_jpg: bytes, ref) -> None:
+def test_graceful_shutdown_finishes_in_flight_and_refuses_new(serving_onnx: Path, tmp_path: Path, china_jpg: bytes, reference) -> None:
     srv = Server(serving_onnx, tmp_path / "server.log", "--log-level", "info", "--graceful-timeout", "60")
     try:
         srv.wait_for("/v2/health/ready")
@@ -419,7 +403,7 @@ def test_graceful_shutdown_finishes_in_flight_and_refuses_new(serving_onnx: Path
                 httpx.get(srv.url + "/v2", timeout=5.0)
         held.release.set()
         r = pool.future.result(60)  # type: ignore[attr-defined]
-        np.testing.assert_allclose(output_of(r), ref_logits(ref, ref_input(ref, china_jpg)), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(output_of(r), ref_logits(reference, ref_input(reference, china_jpg)), rtol=1e-4, atol=1e-4)
         pool.shutdown()
         assert srv.proc.wait(60) in (0, -signal.SIGTERM)
     finally:

@@ -99,19 +99,7 @@ def server(serving_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         srv.stop()
 
 
-@pytest.fixture(scope="module")
-def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30.0) as c:
-        yield c
-
-
 # -- the expected answer, computed in-process ------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def reference(serving_onnx: Path) -> tuple[ort.InferenceSession, ModelMetadata]:
-    sess = ort.InferenceSession(str(serving_onnx), providers=["CPUExecutionProvider"])
-    return sess, ModelMetadata.from_props(sess.get_modelmeta().custom_metadata_map)
 
 
 def reference_logits(ref: tuple[ort.InferenceSession, ModelMetadata], data: bytes) -> np.ndarray:
