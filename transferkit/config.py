@@ -104,17 +104,34 @@ class Preprocessing(_Strict):
 class AugmentConfig(_Strict):
     """Training-time augmentation (applied to PIL images before ``preprocess``).
 
-    Defaults suit digits/characters: small affine jitter, no horizontal flip (a flipped digit is a
-    different or no digit). Turn ``hflip`` on for natural photos.
+    Defaults suit digits/characters: small affine jitter, no flips (a flipped digit is a different
+    or no digit). Turn ``hflip`` on for natural photos; ``hflip``, ``vflip`` and ``rot90`` together
+    give the eight symmetries of a square (the dihedral group D4), label-preserving for top-down
+    inspection images such as solar cells, wafers or tiles.
+
+    Attributes:
+        hflip / vflip: random horizontal / vertical flip (p = 0.5 each).
+        rot90: rotate by a random multiple of 90 degrees (lossless, before the affine jitter).
+        rotation_deg / translate / scale_min / scale_max: random affine jitter (degrees, fraction
+            of the side, scale factors).
+        color_jitter: brightness, contrast and saturation jitter for colour photos (factor range
+            ``[1 - j, 1 + j]``, torchvision ``ColorJitter``).
+        brightness / contrast: brightness and contrast jitter alone (same factor ranges), the
+            photometric changes of grey sensor images (exposure, gain), applied after
+            ``color_jitter``.
     """
 
     enabled: bool = True
     hflip: bool = False
+    vflip: bool = False
+    rot90: bool = False
     rotation_deg: float = Field(10.0, ge=0.0, le=180.0)
     translate: float = Field(0.1, ge=0.0, le=0.5)
     scale_min: float = Field(0.9, gt=0.0, le=1.0)
     scale_max: float = Field(1.1, ge=1.0, le=2.0)
     color_jitter: float = Field(0.0, ge=0.0, le=1.0)
+    brightness: float = Field(0.0, ge=0.0, le=1.0)
+    contrast: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class DataConfig(_Strict):
@@ -127,6 +144,9 @@ class DataConfig(_Strict):
         val_fraction / test_fraction: split fractions for a single folder, each in [0, 0.5).
         image_size: override of the model's input size (pixels); ``None`` keeps the weights' size.
         num_loader_workers: DataLoader worker processes per training worker (0 = in-process).
+        sampler: ``random`` (each training image once per epoch, shuffled) or ``balanced``
+            (class-balanced: each epoch draws as many images as the training split holds, with
+            replacement, every class equally likely; for rare classes).
     """
 
     dataset: str = "digits"
@@ -134,6 +154,7 @@ class DataConfig(_Strict):
     test_fraction: float = Field(0.1, ge=0.0, lt=0.5)
     image_size: int | None = Field(None, ge=8, le=2048)
     num_loader_workers: int = Field(0, ge=0, le=64)
+    sampler: Literal["random", "balanced"] = "random"
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
 
@@ -152,6 +173,14 @@ class ModelConfig(_Strict):
             pretrained weights, PyTorch's 0.1 from scratch (torchvision's MobileNetV3 and
             EfficientNet use 0.01, tuned for ImageNet-sized epochs: on a small dataset their
             eval-mode statistics stay unusable for hundreds of steps).
+        keep_stages: keep only the first k named stages of the backbone and drop the rest (a
+            compact student cut from a pretrained backbone, or from the teacher's own with
+            ``weights: teacher`` in a distillation, as DistilBERT initialises its student from the
+            teacher's layers: Sanh et al. 2019). ``None`` keeps all. MobileNet and EfficientNet
+            only; the head becomes global pooling, dropout and one linear layer.
+        head_hidden: with ``keep_stages``, a 1x1 convolution (+BatchNorm, ReLU6) to this many
+            channels after the last kept stage, before pooling (MobileNet's last layer, Sandler
+            et al. 2018); a stage of its own, trained from scratch.
     """
 
     arch: str = "mobilenet_v2"
@@ -160,6 +189,15 @@ class ModelConfig(_Strict):
     width_mult: float = Field(1.0, gt=0.0, le=4.0)
     dropout: float | None = Field(None, ge=0.0, lt=1.0)
     bn_momentum: float | None = Field(None, gt=0.0, le=1.0)
+    keep_stages: int | None = Field(None, ge=1, le=64)
+    head_hidden: int | None = Field(None, ge=1, le=16384)
+
+    @model_validator(mode="after")
+    def _hidden_needs_cut(self) -> "ModelConfig":
+        if self.head_hidden is not None and self.keep_stages is None:
+            raise ValueError("head_hidden is set but keep_stages is not: head_hidden adds a layer "
+                             "after a cut backbone (set model.keep_stages, or drop head_hidden)")
+        return self
 
     @field_validator("weights")
     @classmethod
@@ -189,6 +227,19 @@ class OptimConfig(_Strict):
     min_lr_ratio: float = Field(0.01, ge=0.0, le=1.0)
     batch_size: int = Field(16, ge=1, le=65536)
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    class_weight: Literal["none", "balanced", "sqrt_balanced"] | list[float] = "none"
+
+    @field_validator("class_weight")
+    @classmethod
+    def _weights(cls, v):
+        if isinstance(v, list) and (not v or any(w <= 0 for w in v)):
+            raise ValueError(f"an explicit class_weight needs one value > 0 per class; got {v}")
+        return v
+
+
+Metric = Literal["val_acc", "val_balanced_acc", "val_macro_f1", "val_loss"]
+"""What "best" means for epoch selection and searches (``val_loss`` is minimised, the rest
+maximised); balanced accuracy (mean per-class recall) and macro F1 suit imbalanced classes."""
 
 
 class ScalingConf(_Strict):
@@ -213,7 +264,9 @@ class FinetuneConfig(_Strict):
     Attributes:
         output: the run folder itself (checkpoints, metrics, ``model.pt``).
         seed: seeds splits, initialisation, shuffling and augmentation.
-        keep_checkpoints: best-k checkpoints kept, ranked by val top-1.
+        keep_checkpoints: best-k checkpoints kept, ranked by ``metric``.
+        metric: which validation figure picks the best epoch (``model.pt``) and ranks
+            checkpoints: ``val_acc``, ``val_balanced_acc``, ``val_macro_f1`` or ``val_loss``.
     """
 
     data: DataConfig = Field(default_factory=DataConfig)
@@ -223,6 +276,7 @@ class FinetuneConfig(_Strict):
     output: str = "runs/finetune"
     seed: int = 0
     keep_checkpoints: int = Field(2, ge=1, le=100)
+    metric: Metric = "val_acc"
 
 
 class KDConfig(_Strict):
@@ -375,7 +429,10 @@ class TuneSettings(_Strict):
         grace_period: epochs every trial runs before ASHA may stop it.
         reduction_factor: ASHA's eta (keeps the best ``1/eta`` at each rung).
         searcher: ``random`` (Bergstra & Bengio 2012) or ``optuna`` (TPE, Bergstra et al. 2011).
-        metric: what "best" means: ``val_acc`` (max) or ``val_loss`` (min).
+        metric: what "best" means: ``val_acc``, ``val_balanced_acc``, ``val_macro_f1`` (max) or
+            ``val_loss`` (min). Every search also runs the base config's own values first
+            (Ray Tune's ``points_to_evaluate``), so its best is never worse than the defaults
+            on this metric within the trial budget.
         max_concurrent_trials: ``None`` = as many as the cluster's CPUs/GPUs fit.
         trial_cpu: the CPU reserved by each trial's driver function (the workers hold the rest).
         tracking: ``local`` (CSV/JSON/TensorBoard files in each trial folder), ``tensorboard``
@@ -390,7 +447,7 @@ class TuneSettings(_Strict):
     grace_period: int = Field(1, ge=1)
     reduction_factor: float = Field(2.0, gt=1.0)
     searcher: Literal["random", "optuna"] = "random"
-    metric: Literal["val_acc", "val_loss"] = "val_acc"
+    metric: Metric = "val_acc"
     max_concurrent_trials: int | None = Field(None, ge=1)
     trial_cpu: float = Field(0.01, gt=0.0, le=64.0)
     tracking: Literal["local", "tensorboard", "mlflow"] = "local"

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from transferkit.config import AugmentConfig, Preprocessing
 from transferkit.imaging import ImageDecodeError, load_image, preprocess, to_mode
 
-__all__ = ["ImageListDataset", "build_augment", "build_transform", "build_pair_transform", "verify_images"]
+__all__ = ["ImageListDataset", "RandomRot90", "BalancedDistributedSampler", "build_augment", "build_transform", "build_pair_transform", "verify_images"]
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,37 @@ def verify_images(samples: Sequence[tuple[str, int]], threads: int = 8
     return good, bad
 
 
+class RandomRot90:
+    """Rotate a PIL image by 0, 90, 180 or 270 degrees, chosen uniformly (lossless: a transpose,
+    no resampling). Draws from Python's ``random`` like torchvision's v1 transforms do."""
+
+    _OPS = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        import random
+
+        op = self._OPS[random.randrange(4)]
+        return img if op is None else img.transpose(op)
+
+    def __repr__(self) -> str:
+        return "RandomRot90()"
+
+
 def build_augment(augment: AugmentConfig | None) -> Callable[[Image.Image], Image.Image]:
-    """Return the training augmentation ``PIL -> PIL``: random affine (rotation, translation,
-    scale), optional horizontal flip and colour jitter; the identity when ``augment`` is ``None``
-    or disabled."""
+    """Return the training augmentation ``PIL -> PIL``: lossless symmetries first (90-degree
+    rotations, horizontal and vertical flips), then the random affine (rotation, translation,
+    scale), then photometric jitter (colour, then brightness/contrast); the identity when
+    ``augment`` is ``None`` or disabled."""
     from torchvision import transforms as T
 
     ops: list[Callable] = []
     if augment is not None and augment.enabled:
+        if augment.rot90:
+            ops.append(RandomRot90())
+        if augment.hflip:
+            ops.append(T.RandomHorizontalFlip())
+        if augment.vflip:
+            ops.append(T.RandomVerticalFlip())
         if augment.rotation_deg or augment.translate or augment.scale_min != 1 or augment.scale_max != 1:
             ops.append(T.RandomAffine(
                 degrees=augment.rotation_deg,
@@ -68,11 +91,11 @@ def build_augment(augment: AugmentConfig | None) -> Callable[[Image.Image], Imag
                 scale=(augment.scale_min, augment.scale_max),
                 interpolation=T.InterpolationMode.BILINEAR,
             ))
-        if augment.hflip:
-            ops.append(T.RandomHorizontalFlip())
         if augment.color_jitter:
             j = augment.color_jitter
             ops.append(T.ColorJitter(brightness=j, contrast=j, saturation=j))
+        if augment.brightness or augment.contrast:
+            ops.append(T.ColorJitter(brightness=augment.brightness, contrast=augment.contrast))
     return T.Compose(ops) if ops else (lambda img: img)
 
 
@@ -140,3 +163,43 @@ class ImageListDataset(Dataset):
 def stack_images(arrays: Sequence[np.ndarray]) -> torch.Tensor:
     """Stack ``[C, H, W]`` float32 arrays into a ``[N, C, H, W]`` tensor."""
     return torch.from_numpy(np.stack(arrays).astype(np.float32, copy=False))
+
+
+class BalancedDistributedSampler(torch.utils.data.Sampler[int]):
+    """Class-balanced sampling for DDP: each epoch draws ``len(labels)`` indices with replacement,
+    every class equally likely (within a class, images uniformly), with one generator seeded by
+    ``seed + epoch`` on every rank, then gives rank ``r`` every ``world``-th index from ``r``.
+
+    Args:
+        labels: the class index of each training sample (``-1`` = unlabelled: never drawn).
+        num_replicas / rank: the DDP world size and this worker's rank.
+        seed: base seed (the same on every rank).
+
+    Raises:
+        ValueError: no labelled sample.
+    """
+
+    def __init__(self, labels: Sequence[int], num_replicas: int, rank: int, seed: int = 0):
+        labels_t = torch.as_tensor(list(labels), dtype=torch.long)
+        known = labels_t >= 0
+        if not known.any():
+            raise ValueError("a balanced sampler needs labelled samples")
+        counts = torch.bincount(labels_t[known])
+        weights = torch.zeros(len(labels_t), dtype=torch.float64)
+        weights[known] = 1.0 / counts[labels_t[known]].double()
+        self.weights = weights
+        self.num_replicas, self.rank, self.seed, self.epoch = num_replicas, rank, seed, 0
+        self.num_samples = -(-len(labels_t) // num_replicas)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw a new (deterministic) sample at every epoch, like ``DistributedSampler``."""
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        total = self.num_samples * self.num_replicas
+        idx = torch.multinomial(self.weights, total, replacement=True, generator=g)
+        return iter(idx[self.rank::self.num_replicas].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples

@@ -20,7 +20,7 @@ from transferkit.models.registry import ArchSpec, Stage, get_arch, model_stages
 from transferkit.models.weights import WeightsUnavailableError, load_state_dict_for
 
 __all__ = ["BuiltModel", "build_model", "freeze_stages", "set_train_mode", "param_groups",
-           "FreezeDepthError", "head_module", "count_parameters"]
+           "FreezeDepthError", "KeepStagesError", "head_module", "count_parameters"]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,43 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _construct(spec: ArchSpec, cfg: ModelConfig, num_classes: int) -> nn.Module:
+class KeepStagesError(FreezeDepthError):
+    """``keep_stages`` outside ``1..number of stages`` or on an architecture that cannot be cut."""
+
+
+def _cut(model: nn.Module, spec: ArchSpec, cfg: ModelConfig, num_classes: int) -> list[str]:
+    """Keep the first ``cfg.keep_stages`` stages of ``model.features`` (in place), optionally add
+    a 1x1 conv of ``cfg.head_hidden`` channels, and give it a pooling + dropout + linear head.
+
+    Returns:
+        Qualified-name prefixes of the new modules (trained from scratch).
+    """
+    from torchvision.ops.misc import Conv2dNormActivation
+
+    if spec.family != "features" or spec.name.startswith("convnext"):
+        raise KeepStagesError(f"model.keep_stages: {spec.name} cannot be cut into fewer stages "
+                              "(only mobilenet_v2, mobilenet_v3_*, efficientnet_*); leave it unset")
+    stages = model_stages(model, spec)
+    k = cfg.keep_stages
+    if not 1 <= k <= len(stages):
+        raise KeepStagesError(f"model.keep_stages={k} is out of range for {spec.name}: allowed "
+                              f"1..{len(stages)} (stages: {', '.join(s.name for s in stages)})")
+    last = int(stages[k - 1].modules[-1].split(".")[1])
+    feats = list(model.features.children())[:last + 1]
+    channels = stages[k - 1].out_channels
+    new = []
+    if cfg.head_hidden is not None:
+        feats.append(Conv2dNormActivation(channels, cfg.head_hidden, kernel_size=1,
+                                          activation_layer=nn.ReLU6))
+        new.append(f"features.{len(feats) - 1}.")
+        channels = cfg.head_hidden
+    model.features = nn.Sequential(*feats)
+    p = cfg.dropout if cfg.dropout is not None else 0.2
+    setattr(model, spec.head, nn.Sequential(nn.Dropout(p), nn.Linear(channels, num_classes)))
+    return new
+
+
+def _construct(spec: ArchSpec, cfg: ModelConfig, num_classes: int) -> tuple[nn.Module, list[str]]:
     from torchvision.models import get_model
 
     kwargs: dict[str, Any] = {"num_classes": num_classes}
@@ -76,6 +112,7 @@ def _construct(spec: ArchSpec, cfg: ModelConfig, num_classes: int) -> nn.Module:
             )
         kwargs["width_mult"] = cfg.width_mult
     model = get_model(spec.name, weights=None, **kwargs)
+    new = _cut(model, spec, cfg, num_classes) if cfg.keep_stages is not None else []
     if cfg.dropout is not None:
         for m in model.get_submodule(spec.head).modules():
             if isinstance(m, nn.Dropout):
@@ -85,14 +122,23 @@ def _construct(spec: ArchSpec, cfg: ModelConfig, num_classes: int) -> nn.Module:
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.momentum = momentum
-    return model
+    return model, new
 
 
-def _load_pretrained(model: nn.Module, spec: ArchSpec, sd: dict[str, torch.Tensor]) -> None:
+def _load_pretrained(model: nn.Module, spec: ArchSpec, sd: dict[str, torch.Tensor],
+                     new: tuple[str, ...] = (), cut: bool = False) -> None:
+    """Load ``sd`` into ``model``: the head (and the ``new`` modules) may differ or be missing;
+    a cut backbone (``cut``) ignores the weights of the stages it dropped."""
     own = model.state_dict()
     head_prefix = spec.head + "."
+    fresh = (head_prefix, *new)
+    if cut:
+        cut_away = [k for k in sd if k not in own and not k.startswith(head_prefix)]
+        sd = {k: v for k, v in sd.items() if k not in cut_away}
+        if cut_away:
+            log.info("cut backbone: %d tensors of the dropped stages not loaded", len(cut_away))
     dropped = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]
-    body_mismatch = [k for k in dropped if not k.startswith(head_prefix)]
+    body_mismatch = [k for k in dropped if not k.startswith(fresh)]
     if body_mismatch:
         raise WeightsUnavailableError(
             f"pretrained weights do not fit {spec.name} (shape mismatch in {len(body_mismatch)} "
@@ -101,7 +147,7 @@ def _load_pretrained(model: nn.Module, spec: ArchSpec, sd: dict[str, torch.Tenso
         )
     sd = {k: v for k, v in sd.items() if k not in dropped}
     result = model.load_state_dict(sd, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith(head_prefix)]
+    missing = [k for k in result.missing_keys if not k.startswith(fresh)]
     if missing:
         raise WeightsUnavailableError(
             f"weights lack {len(missing)} backbone tensors of {spec.name} (e.g. {missing[0]}); "
@@ -129,14 +175,15 @@ def build_model(cfg: ModelConfig, num_classes: int, load_weights: bool = True) -
         UnknownArchError: ``cfg.arch`` is not registered.
         WeightsUnavailableError: weights cannot be downloaded/read, or do not fit.
         FreezeDepthError: ``cfg.freeze_depth`` is larger than the number of stages.
+        KeepStagesError: ``cfg.keep_stages`` out of range or on an architecture that cannot be cut.
     """
     spec = get_arch(cfg.arch)
-    model = _construct(spec, cfg, num_classes)
+    model, new = _construct(spec, cfg, num_classes)
     prep = Preprocessing(input_size=spec.default_input_size)
     source = None
     if cfg.weights is not None and load_weights:
         sd, info = load_state_dict_for(spec.name, cfg.weights)
-        _load_pretrained(model, spec, sd)
+        _load_pretrained(model, spec, sd, tuple(new), cut=cfg.keep_stages is not None)
         if "preprocessing" in info and isinstance(info["preprocessing"], dict):
             prep = Preprocessing.model_validate(info["preprocessing"])
         source = info.get("source")

@@ -4,7 +4,8 @@ A plain dict of strings, numbers, lists and tensors, so ``torch.load(path, weigh
 reads it; independent of the number of workers that trained it (no ``module.`` prefixes).
 
 Keys: ``format`` ("transferkit.model/1"), ``arch``, ``width_mult``, ``num_classes``,
-``class_names``, ``preprocessing`` (dict of :class:`~transferkit.config.Preprocessing`),
+``keep_stages`` / ``head_hidden`` (a cut backbone, ``None`` otherwise), ``class_names``,
+``preprocessing`` (dict of :class:`~transferkit.config.Preprocessing`),
 ``state_dict``, ``source`` (where it came from), ``metrics`` (dict of floats).
 """
 
@@ -30,13 +31,17 @@ class PortableModelError(ValueError):
 
 def save_portable(path: str | Path, model: nn.Module, arch: str, class_names: list[str],
                   preprocessing: Preprocessing, width_mult: float = 1.0, source: str = "",
-                  metrics: dict[str, float] | None = None) -> Path:
-    """Write ``model.pt`` (weights of ``model``, unwrapped from DDP if needed)."""
+                  metrics: dict[str, float] | None = None, keep_stages: int | None = None,
+                  head_hidden: int | None = None) -> Path:
+    """Write ``model.pt`` (weights of ``model``, unwrapped from DDP if needed); ``keep_stages`` /
+    ``head_hidden`` describe a cut backbone (see :class:`~transferkit.config.ModelConfig`)."""
     inner = getattr(model, "module", model)
     obj = {
         "format": FORMAT,
         "arch": arch,
         "width_mult": float(width_mult),
+        "keep_stages": keep_stages,
+        "head_hidden": head_hidden,
         "num_classes": len(class_names),
         "class_names": list(class_names),
         "preprocessing": preprocessing.model_dump(mode="json"),
@@ -81,7 +86,8 @@ def load_portable(path: str | Path) -> tuple[BuiltModel, dict[str, Any]]:
         raise PortableModelError(f"cannot read {p}: {exc}") from exc
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise PortableModelError(f"{p} is not a transferkit model.pt (format {FORMAT})")
-    cfg = ModelConfig(arch=obj["arch"], weights=None, width_mult=obj.get("width_mult", 1.0))
+    cfg = ModelConfig(arch=obj["arch"], weights=None, width_mult=obj.get("width_mult", 1.0),
+                      keep_stages=obj.get("keep_stages"), head_hidden=obj.get("head_hidden"))
     built = build_model(cfg, int(obj["num_classes"]))
     built.model.load_state_dict(obj["state_dict"])
     built.model.eval()

@@ -103,6 +103,10 @@ def load_state_dict_for(arch: str, weights: str) -> tuple[dict[str, Any], dict[s
     Raises:
         WeightsUnavailableError: with the fix (where to put the file) in the message.
     """
+    if weights == "teacher":
+        raise WeightsUnavailableError(
+            "model.weights: 'teacher' (the teacher's own weights) works only for the student of a "
+            "distillation (transferkit distill, or the pipeline's student); give a file or an enum")
     p = Path(weights).expanduser()
     if p.suffix in (".pt", ".pth", ".bin") or p.exists():
         if not p.is_file():

@@ -99,6 +99,7 @@ class KDObjective:
         self.hints = list(hints or [])
         self.hint_weight = hint_weight
         self.teacher: nn.Module | None = None
+        self.class_weight: torch.Tensor | None = None  # hard-term class weights, set by the loop
         self._t_caps: list[_Capture] = []
         self._s_caps: list[_Capture] = []
 
@@ -106,6 +107,8 @@ class KDObjective:
         """Load the teacher onto ``device``: eval mode, frozen, never in the optimizer."""
         from transferkit.models.portable import load_portable
 
+        if self.class_weight is not None:
+            self.class_weight = self.class_weight.to(device)
         built, _ = load_portable(self.teacher_path)
         teacher = built.model.to(device).eval()
         for p in teacher.parameters():
@@ -160,12 +163,15 @@ class KDObjective:
             for cap in self._t_caps:
                 cap.value = cap.value.clone()
         s_logits = model(s_x)
-        if perm is None:
+        w = self.class_weight
+        if perm is None and w is None:
             loss, _ = kd_loss(s_logits, t_logits, labels, self.temperature, self.hard_weight,
                               self.soft_weight)
-        else:  # mixed inputs: soft term on the mix; hard term mixed like the inputs (mixup)
+        else:  # soft term on the (mixed) inputs; hard term mixed like the inputs (mixup), weighted
             soft, _ = kd_loss(s_logits, t_logits, None, self.temperature, 0.0, self.soft_weight)
-            hard = lam * _hard_only(s_logits, labels) + (1.0 - lam) * _hard_only(s_logits, labels[perm])
+            hard = _hard_only(s_logits, labels, w)
+            if perm is not None:
+                hard = lam * hard + (1.0 - lam) * _hard_only(s_logits, labels[perm], w)
             loss = soft + self.hard_weight * hard
         if self.hints and self.hint_weight > 0 and extras is not None:
             loss = loss + self.hint_weight * self._hint_loss(extras)
@@ -182,12 +188,13 @@ def _mix(s_x: torch.Tensor, t_x: torch.Tensor, alpha: float):
     return mixed_s, mixed_t, perm, lam
 
 
-def _hard_only(s_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the labelled samples (0 when there are none)."""
+def _hard_only(s_logits: torch.Tensor, labels: torch.Tensor,
+               weight: torch.Tensor | None = None) -> torch.Tensor:
+    """(Class-weighted) mean cross-entropy over the labelled samples (0 when there are none)."""
     labelled = labels != UNLABELED
     if not labelled.any():
         return s_logits.new_zeros(())
-    return F.cross_entropy(s_logits.float()[labelled], labels[labelled])
+    return F.cross_entropy(s_logits.float()[labelled], labels[labelled], weight=weight)
 
 
 def make_kd_objective(cfg) -> KDObjective:

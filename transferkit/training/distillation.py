@@ -23,7 +23,10 @@ from transferkit.models.portable import load_portable
 from transferkit.training.distill import UNLABELED, make_kd_objective
 from transferkit.training.trainer import _finish, _fit, evaluate_split, load_splits, start_run
 
-__all__ = ["distill", "teacher_dataset", "student_inputs"]
+__all__ = ["distill", "teacher_dataset", "student_inputs", "TEACHER_WEIGHTS"]
+
+TEACHER_WEIGHTS = "teacher"
+"""``model.weights: teacher`` in a distillation: start the student from the teacher's weights."""
 
 
 def _run_folder(teacher: str) -> Path:
@@ -73,6 +76,15 @@ def _check_classes(splits: Splits, teacher_classes: list[str]) -> None:
             f"{splits.class_names}; distil on the data the teacher was trained for")
 
 
+def _with_teacher_weights(cfg: DistillConfig, teacher_path: str) -> DistillConfig:
+    """``cfg`` with the teacher's absolute ``model.pt`` path, and as the student's weights where
+    ``model.weights`` is ``teacher`` (a student cut from the teacher's own backbone)."""
+    update: dict[str, Any] = {"teacher": teacher_path}
+    if cfg.model.weights == TEACHER_WEIGHTS:
+        update["model"] = cfg.model.model_copy(update={"weights": teacher_path})
+    return cfg.model_copy(update=update)
+
+
 def _student_preprocessing(cfg: DistillConfig, t_prep: Preprocessing) -> Preprocessing | None:
     """The teacher's preprocessing for a student without weights of its own (``--image-size``
     still applies); ``None`` lets a student with weights take the weights' own."""
@@ -96,7 +108,7 @@ def student_inputs(cfg: DistillConfig) -> tuple[DistillConfig, Splits, Preproces
     teacher, t_info = load_portable(cfg.teacher)
     splits = _resolve_student_splits(cfg)
     _check_classes(splits, t_info["class_names"])
-    cfg = cfg.model_copy(update={"teacher": t_info["path"]})
+    cfg = _with_teacher_weights(cfg, t_info["path"])
     return cfg, splits, _student_preprocessing(cfg, teacher.preprocessing), teacher.preprocessing
 
 
@@ -118,7 +130,7 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -
     if not (resume and (run_dir / "splits.json").is_file()):  # a resumed run keeps its splits
         splits = _resolve_student_splits(cfg)
         _check_classes(splits, t_info["class_names"])
-    cfg = cfg.model_copy(update={"teacher": t_info["path"]})  # absolute: workers may run elsewhere
+    cfg = _with_teacher_weights(cfg, t_info["path"])  # absolute: workers may run elsewhere
     plan = start_run(cfg, resume, overwrite, splits=splits,
                      preprocessing=_student_preprocessing(cfg, t_prep))
     s_prep = plan.preprocessing

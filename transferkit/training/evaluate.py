@@ -4,22 +4,26 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["eval_sums", "sums_to_metrics", "predict_logits"]
+__all__ = ["eval_sums", "sums_to_metrics", "confusion_from_sums", "predict_logits"]
 
 
 @torch.inference_mode()
 def eval_sums(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-              device: torch.device, amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+              device: torch.device, num_classes: int, amp_dtype: torch.dtype | None = None
+              ) -> torch.Tensor:
     """Evaluate ``model`` (already in eval mode) over ``batches``.
 
     Returns:
-        float64 tensor ``[4]``: summed cross-entropy loss, top-1 correct, top-5 correct, count.
+        float64 tensor ``[4 + K*K]``: summed cross-entropy loss, top-1 correct, top-5 correct,
+        count, then the confusion matrix (row = true class, column = predicted) flattened, so that
+        shards summed across workers give the exact totals.
     """
-    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    sums = torch.zeros(4 + num_classes ** 2, dtype=torch.float64, device=device)
     for images, labels in batches:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -31,18 +35,34 @@ def eval_sums(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tens
         sums[1] += (topk[:, 0] == labels).sum()
         sums[2] += (topk == labels[:, None]).any(dim=1).sum()
         sums[3] += labels.numel()
+        sums[4:] += torch.bincount(labels * num_classes + topk[:, 0],
+                                   minlength=num_classes ** 2).double()
     return sums
 
 
 def sums_to_metrics(sums: torch.Tensor, num_classes: int, prefix: str) -> dict[str, float]:
-    """``[loss_sum, correct1, correct5, n]`` -> ``{prefix_loss, prefix_acc, prefix_top5?}``;
-    top-5 only where there are >= 5 classes."""
-    loss_sum, c1, c5, n = (float(x) for x in sums.tolist())
+    """:func:`eval_sums` -> ``{prefix_loss, prefix_acc, prefix_balanced_acc, prefix_macro_f1,
+    prefix_top5?}`` (top-5 only where there are >= 5 classes); see
+    :func:`transferkit.metrics.classification_metrics`."""
+    from transferkit.metrics import classification_metrics
+
+    values = sums.tolist()
+    loss_sum, c1, c5, n = values[:4]
     n = max(n, 1.0)
     out = {f"{prefix}_loss": loss_sum / n, f"{prefix}_acc": c1 / n}
+    if len(values) == 4 + num_classes ** 2:
+        cm = classification_metrics(np.asarray(values[4:]).reshape(num_classes, num_classes),
+                                    [str(i) for i in range(num_classes)])
+        out[f"{prefix}_balanced_acc"] = cm["balanced_accuracy"]
+        out[f"{prefix}_macro_f1"] = cm["macro_f1"]
     if num_classes >= 5:
         out[f"{prefix}_top5"] = c5 / n
     return out
+
+
+def confusion_from_sums(sums: torch.Tensor, num_classes: int) -> np.ndarray:
+    """The ``[K, K]`` int64 confusion matrix held in :func:`eval_sums`' result."""
+    return np.asarray(sums.tolist()[4:], dtype=np.float64).reshape(num_classes, num_classes).astype(np.int64)
 
 
 @torch.inference_mode()

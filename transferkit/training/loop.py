@@ -24,11 +24,12 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from transferkit.config import FinetuneConfig, Preprocessing
-from transferkit.data.dataset import ImageListDataset, build_pair_transform, build_transform
+from transferkit.data.dataset import (BalancedDistributedSampler, ImageListDataset,
+                                      build_pair_transform, build_transform)
 from transferkit.data.folder import Splits
 from transferkit.models import BuiltModel, build_model, param_groups, set_train_mode
 from transferkit.training.evaluate import eval_sums, sums_to_metrics
-from transferkit.training.objectives import CrossEntropyObjective, Objective
+from transferkit.training.objectives import CrossEntropyObjective, Objective, class_weights
 from transferkit.training.schedule import warmup_cosine
 
 __all__ = ["train_loop_per_worker", "seed_everything", "STATE_FILE"]
@@ -66,8 +67,11 @@ def _loaders(cfg: FinetuneConfig, splits: Splits, prep: Preprocessing, rank: int
     transform = (build_pair_transform(prep, teacher_prep, cfg.data.augment) if teacher_prep
                  else build_transform(prep, cfg.data.augment))
     train_ds = ImageListDataset(splits.train, transform, cache=True)
-    sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True,
-                                 seed=cfg.seed, drop_last=False)
+    if cfg.data.sampler == "balanced":
+        sampler = BalancedDistributedSampler([y for _, y in splits.train], world, rank, cfg.seed)
+    else:
+        sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True,
+                                     seed=cfg.seed, drop_last=False)
     g = torch.Generator().manual_seed(cfg.seed + rank)
     train = DataLoader(train_ds, batch_size=cfg.optim.batch_size, sampler=sampler,
                        num_workers=cfg.data.num_loader_workers, generator=g,
@@ -144,8 +148,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     amp_dtype = torch.bfloat16 if device.type == "cuda" else None
 
     factory: Callable[[FinetuneConfig], Objective] | None = config.get("objective_factory")
-    objective = factory(cfg) if factory else CrossEntropyObjective(cfg.optim.label_smoothing)
+    weight = class_weights(cfg.optim.class_weight, [y for _, y in splits.train], len(splits.class_names))
+    if factory:
+        objective = factory(cfg)
+        objective.class_weight = weight
+    else:
+        objective = CrossEntropyObjective(cfg.optim.label_smoothing, weight)
     objective.setup(device)
+    if weight is not None and rank == 0:
+        _say(f"[transferkit] class weights ({cfg.optim.class_weight}): "
+             + ", ".join(f"{n} {w:.3f}" for n, w in zip(splits.class_names, weight.tolist())))
 
     torch.manual_seed(cfg.seed)  # identical init on every rank (DDP also broadcasts rank 0's)
     built = build_model(cfg.model, len(splits.class_names))
@@ -196,7 +208,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             tr[1] += labels.numel()
         elapsed = time.perf_counter() - t0
         student.eval()
-        val = eval_sums(student, val_loader, device, amp_dtype)
+        val = eval_sums(student, val_loader, device, len(splits.class_names), amp_dtype)
         _all_reduce(tr)
         _all_reduce(val)
         metrics = {"epoch": epoch + 1, "train_loss": float(tr[0] / max(tr[1], 1)),

@@ -13,7 +13,41 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["Objective", "CrossEntropyObjective"]
+__all__ = ["Objective", "CrossEntropyObjective", "class_weights"]
+
+
+def class_weights(scheme: str | list[float], labels: list[int], num_classes: int
+                  ) -> torch.Tensor | None:
+    """Per-class loss weights for ``optim.class_weight``.
+
+    Args:
+        scheme: ``none``; ``balanced``: ``n / (K * n_c)`` over the labelled samples (scikit-learn's
+            ``compute_class_weight("balanced")``, King & Zeng 2001); ``sqrt_balanced``: its square
+            root; or an explicit list of ``num_classes`` weights.
+        labels: the training split's class indices (``-1`` = unlabelled, ignored).
+        num_classes: ``K``.
+
+    Returns:
+        float32 ``[K]``, or ``None`` for ``none``.
+
+    Raises:
+        ValueError: an explicit list of the wrong length; a class without training images under
+            ``balanced``/``sqrt_balanced``.
+    """
+    if isinstance(scheme, list):
+        if len(scheme) != num_classes:
+            raise ValueError(f"optim.class_weight: {len(scheme)} weights for {num_classes} classes; "
+                             "give one per class, in class order")
+        return torch.tensor(scheme, dtype=torch.float32)
+    if scheme == "none":
+        return None
+    known = torch.as_tensor([y for y in labels if y >= 0], dtype=torch.long)
+    counts = torch.bincount(known, minlength=num_classes).double()
+    if (counts == 0).any():
+        raise ValueError(f"optim.class_weight={scheme}: class(es) {(counts == 0).nonzero().flatten().tolist()} "
+                         "have no training images")
+    w = counts.sum() / (num_classes * counts)
+    return (w.sqrt() if scheme == "sqrt_balanced" else w).float()
 
 
 class Objective(Protocol):
@@ -30,16 +64,20 @@ class Objective(Protocol):
 
 class CrossEntropyObjective:
     """Cross-entropy with optional label smoothing (Szegedy et al. 2016, "Rethinking the
-    Inception Architecture")."""
+    Inception Architecture") and per-class weights (``class_weight`` float32 ``[K]``)."""
 
-    def __init__(self, label_smoothing: float = 0.0):
+    def __init__(self, label_smoothing: float = 0.0, class_weight: torch.Tensor | None = None):
         self.label_smoothing = label_smoothing
+        self.class_weight = class_weight
 
-    def setup(self, device: torch.device) -> None:  # noqa: D102 - nothing to move
-        return None
+    def setup(self, device: torch.device) -> None:
+        """Move the class weights to ``device``."""
+        if self.class_weight is not None:
+            self.class_weight = self.class_weight.to(device)
 
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(images)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+        loss = F.cross_entropy(logits.float(), labels, weight=self.class_weight,
+                               label_smoothing=self.label_smoothing)
         return loss, logits

@@ -185,7 +185,7 @@ def evaluate_split(model: torch.nn.Module, samples, prep: Preprocessing, num_cla
     ds = ImageListDataset(samples, build_transform(prep, None))
     loader = DataLoader(ds, batch_size=batch_size)
     model.eval()
-    sums = eval_sums(model, loader, torch.device("cpu"))
+    sums = eval_sums(model, loader, torch.device("cpu"), num_classes)
     out = sums_to_metrics(sums, num_classes, "test")
     out["test_images"] = float(len(samples))
     return out
@@ -266,8 +266,8 @@ def make_trainer(cfg: FinetuneConfig, splits: Splits, preprocessing: Preprocessi
         run_config=RunConfig(
             name=name, storage_path=storage_path, callbacks=callbacks,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints,
-                                               checkpoint_score_attribute="val_acc",
-                                               checkpoint_score_order="max")),
+                                               checkpoint_score_attribute=cfg.metric,
+                                               checkpoint_score_order=metric_mode(cfg.metric))),
     )
 
 
@@ -279,6 +279,22 @@ def _fit(plan: RunPlan, objective_factory: Callable[[Any], Any] | None = None,
         return trainer.fit()
     except Exception as exc:  # noqa: BLE001 - Ray wraps worker errors in several types
         raise TrainingError(f"training failed: {exc}") from exc
+
+
+def metric_mode(metric: str) -> str:
+    """``"min"`` for ``val_loss``, ``"max"`` for the accuracy-like metrics."""
+    return "min" if metric == "val_loss" else "max"
+
+
+def _rank_key(metric: str) -> Callable[[dict[str, Any]], tuple]:
+    """Sort key of an epoch's metrics, larger = better: ``metric`` (negated for a loss), then the
+    lower val loss, then the later epoch. A history written before a metric existed falls back
+    to ``val_acc``."""
+    sign = -1.0 if metric_mode(metric) == "min" else 1.0
+
+    def key(m: dict[str, Any]) -> tuple:
+        return (sign * m.get(metric, m["val_acc"]), -m["val_loss"], m["epoch"])
+    return key
 
 
 def _load_state(checkpoint) -> dict[str, Any]:
@@ -295,9 +311,9 @@ def _finish(plan: RunPlan, result: Any, source: str | None = None) -> dict[str, 
     with open(run_dir / "metrics.jsonl", "w") as f:
         for row in history:
             f.write(json.dumps(row) + "\n")
-    best = max(history, key=lambda m: (m["val_acc"], -m["val_loss"], m["epoch"]))
-    ranked = sorted(result.best_checkpoints or [], key=lambda cm: (cm[1]["val_acc"], -cm[1]["val_loss"],
-                                                                  cm[1]["epoch"]), reverse=True)
+    key = _rank_key(cfg.metric)
+    best = max(history, key=key)
+    ranked = sorted(result.best_checkpoints or [], key=lambda cm: key(cm[1]), reverse=True)
     best_ckpt = ranked[0][0] if ranked else result.checkpoint
     state = _load_state(best_ckpt)
     model = plan.built.model
@@ -308,11 +324,13 @@ def _finish(plan: RunPlan, result: Any, source: str | None = None) -> dict[str, 
             if plan.splits.test else {})
     save_portable(run_dir / "model.pt", model, cfg.model.arch, plan.splits.class_names,
                   plan.preprocessing, cfg.model.width_mult, source=source or str(run_dir),
+                  keep_stages=cfg.model.keep_stages, head_hidden=cfg.model.head_hidden,
                   metrics={k: v for k, v in {**best, **test}.items() if isinstance(v, (int, float))})
     (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
     summary = {"run_dir": str(run_dir), "best_epoch": best["epoch"], "best_val_acc": best["val_acc"],
                "parameters": count_parameters(model), **test}
-    print(f"[transferkit] best epoch {best['epoch']}: val_acc {best['val_acc']:.4f}")
+    print(f"[transferkit] best epoch {best['epoch']} by {cfg.metric}: val_acc {best['val_acc']:.4f}"
+          + (f", balanced {best['val_balanced_acc']:.4f}" if "val_balanced_acc" in best else ""))
     if test:
         print(f"[transferkit] test: top-1 {test['test_acc']:.4f} on {int(test['test_images'])} images"
               + (f", top-5 {test['test_top5']:.4f}" if "test_top5" in test else ""))
