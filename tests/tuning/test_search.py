@@ -38,9 +38,11 @@ def test_asha_search_writes_table_best_config_plot_and_frees_the_cpus(ray_cluste
     from transferkit.tuning.search import tune_search
 
     exp = tmp_path / "search"
-    # One trial at a time, a linear probe (freeze depth 9 of 9), and a seed whose samples are
-    # head lr [5e-3, 1e-7, 1e-7] in that order: ASHA records the good trial at the epoch-1 rung,
-    # then the two with a useless head lr fall below its cutoff and are stopped.
+    # One trial at a time, a linear probe (freeze depth 9 of 9). The first trial is the base
+    # config's head lr (OptimConfig's 5e-3, points_to_evaluate); then the seed's samples are
+    # head lr [5e-3, 1e-7] in that order (BasicVariantGenerator(random_state=1) with that point,
+    # checked without a cluster). ASHA records the good trials at the epoch-1 rung, and the one
+    # with a useless head lr falls below its cutoff and is stopped.
     cfg = TuneConfig.model_validate({
         "data": {"dataset": str(digits_dir), "image_size": TINY},
         "model": {"arch": "mobilenet_v2", "weights": "IMAGENET1K_V1"},
@@ -52,9 +54,23 @@ def test_asha_search_writes_table_best_config_plot_and_frees_the_cpus(ray_cluste
 
     table = pd.read_csv(exp / "trials.csv")
     assert len(table) == 3 and set(table["status"]) == {"TERMINATED"}
-    for col in ("freeze_depth", "backbone_lr", "head_lr", "best_val_acc", "epochs_run",
-                "stopped_early", "wall_time_s"):
+    for col in ("freeze_depth", "backbone_lr", "head_lr", "is_default", "best_val_acc",
+                "best_val_loss", "epochs_run", "stopped_early", "wall_time_s"):
         assert col in table
+    assert "best_val_macro_f1" not in table  # tune.metric is val_acc
+    # The first trial (the random searcher numbers them, ..._00000 first) is the base config's
+    # values, with the search's fixed freeze depth and backbone lr; it counts among the 3.
+    first = table.iloc[0]
+    assert first["trial_id"].endswith("_00000") and bool(first["is_default"])
+    assert (first["freeze_depth"], first["backbone_lr"], first["head_lr"]) == (9, 1e-3, 5e-3)
+    assert table["is_default"].sum() == 1
+    default = summary["default"]
+    assert default["trial_id"] == first["trial_id"] and summary["metric"] == "val_acc"
+    assert default["config"] == {"freeze_depth": 9, "backbone_lr": 1e-3, "head_lr": 5e-3}
+    assert default["val_acc"] == first["best_val_acc"] and default["epochs_run"] == first["epochs_run"]
+    assert default["stopped_early"] == bool(first["stopped_early"])
+    assert summary["best"]["val_acc"] >= default["val_acc"]
+    assert summary["best_is_default"] == (summary["best"]["trial_id"] == default["trial_id"])
     assert list(table["stopped_early"]) == list(table["epochs_run"] < 2)
     assert table["stopped_early"].sum() >= 1, table.to_string()
     assert summary["trial_epochs"] == table["epochs_run"].sum() < 3 * 2
@@ -109,6 +125,11 @@ def test_interrupted_search_resumes_without_rerunning_the_finished_trial(ray_clu
     finished = _finished_trials(exp, 2)
     assert len(finished) == 1, (finished, proc.poll())
     first = finished[0]
+    # One trial at a time, so the finished one is the first: the base config's values (freeze
+    # depth 0, not in [3, 5], joins the choices; the lrs are OptimConfig's).
+    base = {"freeze_depth": 0, "backbone_lr": 2e-3, "head_lr": 5e-3}
+    first_config = json.loads((exp / first / "params.json").read_text())
+    assert {k: first_config[k] for k in base} == base
     proc.send_signal(signal.SIGINT)  # Ctrl+C: Tune saves its state and returns
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 130, out[-4000:]
@@ -126,6 +147,12 @@ def test_interrupted_search_resumes_without_rerunning_the_finished_trial(ray_clu
     assert (exp / first / "result.json").read_bytes() == before
     assert sorted(p.name for p in (exp / first / "train").glob("checkpoint_*")) == ckpts_before
     assert (exp / "best_config.yaml").is_file()
+    # The restored searcher did not hand out the base values again: one trial holds them.
+    summary = json.loads((exp / "best_trial.json").read_text())
+    assert summary["default"]["trial_id"] == first and summary["default"]["config"] == base
+    assert list(table.loc[table["is_default"], "trial_id"]) == [first]
+    holds_base = (table["freeze_depth"] == 0) & (table["backbone_lr"] == 2e-3) & (table["head_lr"] == 5e-3)
+    assert holds_base.sum() == 1
 
 
 def test_distillation_search_varies_the_kd_temperature(ray_cluster, trained_run, tmp_path):
@@ -140,7 +167,11 @@ def test_distillation_search_varies_the_kd_temperature(ray_cluster, trained_run,
     summary = tune_search(cfg)
     table = pd.read_csv(exp / "trials.csv")
     assert len(table) == 2 and set(table["status"]) == {"TERMINATED"} and (table["epochs_run"] == 1).all()
-    assert set(table["temperature"]) <= {2.0, 8.0} and "freeze_depth" not in table  # student from scratch
+    # The base temperature (KDConfig's 4.0) is not in [2, 8]: it joins the choices and the first
+    # trial runs it.
+    assert set(table["temperature"]) <= {2.0, 8.0, 4.0} and "freeze_depth" not in table  # student from scratch
+    assert table.iloc[0]["temperature"] == 4.0 and bool(table.iloc[0]["is_default"])
+    assert summary["default"]["config"] == {"backbone_lr": 3e-3, "temperature": 4.0}
     best = load_config(DistillConfig, exp / "best_config.yaml")  # `distill --config` accepts it
     assert best.kd.temperature == summary["best"]["config"]["temperature"]
     assert Path(best.teacher).resolve() in (trained_run.resolve(), (trained_run / "model.pt").resolve())

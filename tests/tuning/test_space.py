@@ -5,7 +5,7 @@ from ray import tune
 
 from transferkit.config import ConfigError, DistillTuneConfig, Range, SearchSpace, TuneConfig
 from transferkit.tuning.search import plan_concurrency
-from transferkit.tuning.space import apply_sample, param_space
+from transferkit.tuning.space import apply_sample, param_space, seed_with_base
 
 
 def test_default_space_covers_every_freeze_depth_and_both_learning_rates():
@@ -95,3 +95,65 @@ def test_too_many_concurrent_trial_drivers_are_refused():
 def test_autoscaling_clusters_skip_the_fit_check():
     cfg = TuneConfig.model_validate({"scaling": {"num_workers": 8, "autoscale": True}})
     assert plan_concurrency(cfg, TWO_CPUS) is None
+
+
+# ----------------------------------------------------------------------------- the default point
+
+def _base(**sections) -> dict:
+    data = TuneConfig().model_dump(mode="json")
+    for section, fields in sections.items():
+        data[section] = {**data[section], **fields}
+    return data
+
+
+def test_the_default_point_is_the_base_configs_values_of_the_searched_names():
+    space = param_space(SearchSpace(), num_stages=9, pretrained=True, distill=False)
+    seeded, point = seed_with_base(space, _base())
+    # OptimConfig's own defaults (2e-3, 5e-3) lie inside the default ranges; depth 0 is listed.
+    assert point == {"freeze_depth": 0, "backbone_lr": 2e-3, "head_lr": 5e-3}
+    assert seeded["freeze_depth"].categories == list(range(10))
+    assert seeded["backbone_lr"] is space["backbone_lr"] and seeded["head_lr"] is space["head_lr"]
+    assert all(seeded[k].is_valid(v) for k, v in point.items())
+
+
+def test_a_base_freeze_depth_missing_from_the_list_joins_the_choices():
+    space = param_space(SearchSpace(freeze_depth=[5, 3]), 9, pretrained=True, distill=False)
+    seeded, point = seed_with_base(space, _base(model={"freeze_depth": 4}))
+    assert point["freeze_depth"] == 4
+    assert seeded["freeze_depth"].categories == [3, 4, 5]
+    assert space["freeze_depth"].categories == [3, 5]  # the input space is not modified
+
+
+def test_a_base_learning_rate_outside_its_range_runs_once_and_the_range_stays():
+    space = param_space(SearchSpace(backbone_lr=Range(low=1e-4, high=1e-3)), 9, True, distill=False)
+    seeded, point = seed_with_base(space, _base(optim={"backbone_lr": 2e-3}))
+    assert point["backbone_lr"] == 2e-3
+    dom = seeded["backbone_lr"]
+    assert (dom.lower, dom.upper) == (1e-4, 1e-3) and not dom.is_valid(2e-3)
+
+
+def test_a_list_of_values_gains_the_base_value_at_its_end_and_reuses_a_listed_spelling():
+    space = param_space(SearchSpace(head_lr=[1e-2, 1e-7]), 9, True, distill=False)
+    seeded, point = seed_with_base(space, _base(optim={"head_lr": 5e-3}))
+    assert seeded["head_lr"].categories == [1e-2, 1e-7, 5e-3] and point["head_lr"] == 5e-3
+    # a base value equal to a listed one up to float noise takes the listed value (Optuna looks
+    # a categorical value up by equality)
+    seeded, point = seed_with_base(space, _base(optim={"head_lr": 1e-2 * (1 + 1e-12)}))
+    assert seeded["head_lr"].categories == [1e-2, 1e-7] and point["head_lr"] == 1e-2
+
+
+def test_fixed_values_are_not_part_of_the_point():
+    space = param_space(SearchSpace(freeze_depth=[9], backbone_lr=[1e-3], head_lr=[5e-3, 1e-7]),
+                        9, True, distill=False)
+    seeded, point = seed_with_base(space, _base())
+    assert point == {"head_lr": 5e-3}
+    assert seeded["freeze_depth"] == 9 and seeded["backbone_lr"] == 1e-3
+
+
+def test_the_default_point_of_a_distillation_search_holds_the_kd_values():
+    cfg = DistillTuneConfig(teacher="t")
+    space = param_space(SearchSpace(temperature=[2.0, 8.0], head_lr=None, backbone_lr=[3e-3]),
+                        7, pretrained=False, distill=True)
+    seeded, point = seed_with_base(space, cfg.model_dump(mode="json"))
+    assert point == {"temperature": cfg.kd.temperature} == {"temperature": 4.0}
+    assert seeded["temperature"].categories == [2.0, 8.0, 4.0]

@@ -6,6 +6,14 @@ Ray's ``TuneReportCallback``, so every epoch's metrics reach Tune and ASHA can s
 between epochs. The trial's Ray Train run is stored at ``EXPERIMENT/<trial_id>/train``, so a trial
 restarted by ``--resume`` continues from its last checkpoint.
 
+The first trial of every search is the base config's own values of the searched parameters
+(Ray Tune's ``points_to_evaluate``; :func:`transferkit.tuning.space.seed_with_base` says what
+happens to a base value outside the searched domain). It counts among ``tune.num_samples`` and
+ASHA treats it like any other trial; the summary compares it with the best trial (``default``,
+``best_is_default``). ``--resume`` restores the searcher's saved state, in which that point has
+already been handed out, so it is not run again. "Best" is ``tune.metric`` (``val_loss``
+minimised, the accuracy-like metrics maximised), for the epoch within a trial and across trials.
+
 Experiment folder (``cfg.output``)::
 
     tune_config.yaml      the resolved search config (``--resume`` reads it)
@@ -13,11 +21,14 @@ Experiment folder (``cfg.output``)::
     versions.json         package versions
     <trial_id>/           Tune's logs of one trial (progress.csv, result.json, TensorBoard events)
     <trial_id>/train/     the trial's Ray Train run (checkpoints)
-    trials.csv            one row per trial: sampled values, best val accuracy, epochs_run,
-                          stopped_early, wall time, best checkpoint
+    trials.csv            one row per trial: sampled values, is_default, best_val_acc and
+                          best_val_loss (and best_<metric> for another tune.metric) at the
+                          trial's best epoch, epochs_run, stopped_early, wall time, checkpoint
     best_config.yaml      the best trial as a config ``transferkit finetune --config`` accepts
-    best_trial.json       the best trial: id, values, metrics, checkpoint path
-    tune_plot.png         val accuracy against freeze depth and the learning rates
+    best_trial.json       the summary: the best trial (id, values, metrics, checkpoint path)
+                          and the default trial beside it
+    tune_plot.png         each trial's best tune.metric against each searched value (a star
+                          marks the default trial)
 """
 
 from __future__ import annotations
@@ -35,7 +46,8 @@ import yaml
 from transferkit.config import (ConfigError, DistillConfig, DistillTuneConfig, FinetuneConfig,
                                 Preprocessing, Range, TuneConfig, validate)
 from transferkit.errors import TransferkitError
-from transferkit.tuning.space import PARAM_PATHS, apply_sample, param_space
+from transferkit.tuning.space import (PARAM_PATHS, apply_sample, param_space, same_value,
+                                     seed_with_base)
 from transferkit.tuning.storage import ExperimentDir
 
 __all__ = ["tune_search", "resume_search", "run_trial", "plan_concurrency", "check_schedule",
@@ -65,6 +77,8 @@ def _base_fields(cfg: TuneConfig | DistillTuneConfig) -> dict[str, Any]:
     """The trial's base config as a dict (the search settings removed)."""
     target = DistillConfig if isinstance(cfg, DistillTuneConfig) else FinetuneConfig
     data = cfg.model_dump(mode="json")
+    # a trial ranks its epochs (and keeps its checkpoints) by the search's own metric
+    data["metric"] = cfg.tune.metric
     return {k: v for k, v in data.items() if k in target.model_fields}
 
 
@@ -187,13 +201,15 @@ def _resolve(cfg) -> tuple[dict[str, Any], dict[str, Any]]:
                           "(raise data.val_fraction or add a val/ folder)")
     built = build_model(cfg.model, len(splits.class_names))
     prep = prep or resolve_preprocessing(built, cfg.data.image_size)
-    space = param_space(cfg.tune.search, len(built.stages), cfg.model.weights is not None,
-                        distill=isinstance(cfg, DistillTuneConfig))
-    context = {"base": _base_fields(cfg), "kind": _kind(cfg), "splits": splits.to_json(),
+    base = _base_fields(cfg)
+    space, point = seed_with_base(
+        param_space(cfg.tune.search, len(built.stages), cfg.model.weights is not None,
+                    distill=isinstance(cfg, DistillTuneConfig)), base)
+    context = {"base": base, "kind": _kind(cfg), "splits": splits.to_json(),
                "preprocessing": prep.model_dump(mode="json"),
                "teacher_preprocessing": (t_prep.model_dump(mode="json")
                                          if t_prep is not None and t_prep != prep else None),
-               "num_stages": len(built.stages)}
+               "num_stages": len(built.stages), "default_point": point}
     return context, space
 
 
@@ -210,11 +226,22 @@ def check_schedule(cfg) -> None:
             "epochs, or use tune.scheduler: fifo")
 
 
-def _tune_config(cfg, concurrency: int | None):
+def _mode(metric: str) -> str:
+    """``"min"`` or ``"max"`` for ``metric`` (Tune's ``mode``)."""
+    from transferkit.training.trainer import metric_mode  # the one owner of the rule
+
+    return metric_mode(metric)
+
+
+def _tune_config(cfg, concurrency: int | None, point: dict[str, Any]):
+    """Tune's config for a new search; ``point`` (the base config's values, see
+    :func:`seed_with_base`) is the searcher's first trial. Only a new search builds it:
+    ``Tuner.restore`` brings back the searcher it saved, which has handed the point out."""
     from ray import tune
 
     t = cfg.tune
-    mode = "max" if t.metric == "val_acc" else "min"
+    mode = _mode(t.metric)
+    seed = [dict(point)] if point else None
     scheduler = None
     if t.scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
@@ -225,13 +252,17 @@ def _tune_config(cfg, concurrency: int | None):
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        search_alg = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=cfg.seed))
+        # The point is enqueued in Optuna's study (``study.enqueue_trial``) once Tune hands the
+        # searcher its space, metric and mode.
+        search_alg = OptunaSearch(points_to_evaluate=seed,
+                                  sampler=optuna.samplers.TPESampler(seed=cfg.seed))
     else:
         from ray.tune.search import BasicVariantGenerator
 
         # BasicVariantGenerator ignores TuneConfig.max_concurrent_trials: limit it here, or every
         # trial's driver starts at once and their token CPUs crowd out the workers.
-        search_alg = BasicVariantGenerator(random_state=cfg.seed, max_concurrent=concurrency or 0)
+        search_alg = BasicVariantGenerator(points_to_evaluate=seed, random_state=cfg.seed,
+                                           max_concurrent=concurrency or 0)
         concurrency = None  # (Tune warns when given both)
     return tune.TuneConfig(metric=t.metric, mode=mode, scheduler=scheduler, search_alg=search_alg,
                            num_samples=t.num_samples, max_concurrent_trials=concurrency,
@@ -274,8 +305,12 @@ def tune_search(cfg: TuneConfig | DistillTuneConfig, overwrite: bool = False) ->
         overwrite: replace an existing experiment folder.
 
     Returns:
-        Summary: experiment folder, table path, best trial (id, values, metrics, checkpoint),
-        best config path, plot path, trial-epochs run.
+        Summary: experiment folder, table path, best config path, plot path, trial-epochs
+        run; ``metric`` and ``mode`` (``tune.metric``, ``"max"``/``"min"``); ``best`` (trial id,
+        values, ``val_acc``, ``val_loss`` and ``<metric>`` at its best epoch, checkpoint);
+        ``default`` (the trial of the base config's values: trial id, values, ``<metric>``,
+        ``val_acc``, ``val_loss``, best epoch, ``epochs_run``, ``stopped_early``, status; ``None``
+        for a search made before searches were seeded); ``best_is_default``.
 
     Raises:
         ExperimentExistsError: ``cfg.output`` holds another search and ``overwrite`` is False.
@@ -306,9 +341,10 @@ def tune_search(cfg: TuneConfig | DistillTuneConfig, overwrite: bool = False) ->
         raise
     from ray import tune
 
-    _announce(cfg, exp, space, concurrency)
+    _announce(cfg, exp, space, concurrency, context["default_point"])
     tuner = tune.Tuner(_trainable(cfg, context), param_space=space,
-                       tune_config=_tune_config(cfg, concurrency), run_config=_run_config(cfg, exp))
+                       tune_config=_tune_config(cfg, concurrency, context["default_point"]),
+                       run_config=_run_config(cfg, exp))
     tuner.fit()
     return _conclude(cfg, exp, context)
 
@@ -346,12 +382,20 @@ def resume_search(experiment: str) -> dict[str, Any]:
     return _conclude(cfg, exp, context)
 
 
-def _announce(cfg, exp: ExperimentDir, space: dict[str, Any], concurrency: int | None) -> None:
+def _announce(cfg, exp: ExperimentDir, space: dict[str, Any], concurrency: int | None,
+              point: dict[str, Any]) -> None:
     t, s = cfg.tune, cfg.scaling
     shown = {k: _describe(v) for k, v in space.items()}
     print(f"[transferkit] search in {exp.uri}: {t.num_samples} trials x up to {cfg.optim.epochs} "
-          f"epochs, {t.searcher} search, {t.scheduler} scheduler, metric {t.metric}")
+          f"epochs, {t.searcher} search, {t.scheduler} scheduler, metric {t.metric} ({_mode(t.metric)})")
     print(f"[transferkit] space {shown}")
+    outside = [k for k, v in point.items() if not space[k].is_valid(v)]
+    note = f"; outside the searched range, run once as given: {outside}" if outside else ""
+    print(f"[transferkit] trial 1 of {t.num_samples} runs the base config's values {_plain(point)}"
+          f"{note}")
+    if t.num_samples == 1:
+        log.warning("tune.num_samples is 1: the only trial is the base config's values; raise it "
+                    "to search anything")
     print(f"[transferkit] each trial: {s.num_workers} Ray Train worker(s) x {s.cpus_per_worker:g} CPU "
           f"+ {t.trial_cpu:g} CPU for the trial; up to {concurrency or 'unlimited'} at once")
 
@@ -371,18 +415,42 @@ def _describe(domain: Any) -> str:
 
 # ----------------------------------------------------------------------------- results
 
+_LABELS = {"val_acc": "val accuracy", "val_balanced_acc": "val balanced accuracy",
+           "val_macro_f1": "val macro F1", "val_loss": "val loss"}
+
+
+def _score_col(metric: str) -> str:
+    """The ``trials.csv`` column that ranks trials: ``best_<metric>``."""
+    return f"best_{metric}"
+
+
+def _score_cols(metric: str) -> list[str]:
+    """``trials.csv``'s figures at each trial's best epoch: ``best_val_acc``, ``best_val_loss``
+    and, when ``metric`` is another one, ``best_<metric>``."""
+    cols = ["best_val_acc", "best_val_loss"]
+    return cols if _score_col(metric) in cols else [*cols, _score_col(metric)]
+
+
+def _best_epoch(df, metric: str):
+    """One trial's best epoch (a row of its results, one per epoch): the highest ``metric``
+    (the lowest for ``val_loss``), ties to the lower val loss, then to the earlier epoch. Results
+    without a ``metric`` column are ranked by ``val_acc``."""
+    key = metric if metric in df else "val_acc"
+    if _mode(key) == "max":
+        return df.sort_values([key, "val_loss", "epoch"], ascending=[False, True, True]).iloc[0]
+    return df.sort_values(["val_loss", "epoch"]).iloc[0]
+
+
 def _trial_row(trial, df, searched: list[str], max_epochs: int, metric: str) -> dict[str, Any]:
     row: dict[str, Any] = {"trial_id": trial.trial_id, "status": trial.status}
     for name in searched:
         row[name] = trial.config.get(name)
-    row.update(best_val_acc=math.nan, best_val_loss=math.nan, best_epoch=0, epochs_run=0)
+    cols = _score_cols(metric)
+    row.update({c: math.nan for c in cols}, best_epoch=0, epochs_run=0)
     if df is not None and len(df) and "epoch" in df:
         df = df.drop_duplicates(subset="epoch", keep="last")
-        if metric == "val_acc":
-            best = df.sort_values(["val_acc", "val_loss", "epoch"], ascending=[False, True, True]).iloc[0]
-        else:
-            best = df.sort_values(["val_loss", "epoch"]).iloc[0]
-        row.update(best_val_acc=float(best["val_acc"]), best_val_loss=float(best["val_loss"]),
+        best = _best_epoch(df, metric)
+        row.update({c: float(best.get(c[len("best_"):], math.nan)) for c in cols},
                    best_epoch=int(best["epoch"]), epochs_run=int(df["epoch"].max()),
                    checkpoint=str(best.get("checkpoint_path", "") or ""))
     last = trial.last_result or {}
@@ -390,6 +458,64 @@ def _trial_row(trial, df, searched: list[str], max_epochs: int, metric: str) -> 
     row["wall_time_s"] = round(float(last.get("time_total_s", math.nan)), 1)
     row.setdefault("checkpoint", "")
     return row
+
+
+def _default_trial_id(trials, point: dict[str, Any] | None) -> str | None:
+    """The trial that ran the base config's values: the earliest created trial whose config holds
+    ``point`` (a later random sample of the same values is an ordinary trial).
+
+    Args:
+        trials: Tune's trials (``ExperimentAnalysis.trials``), in the order they were created.
+        point: ``search_context.json``'s ``default_point``.
+
+    Returns:
+        Its trial id; ``None`` for a search saved without a point (made before searches were
+        seeded) or when no trial holds it.
+    """
+    if not point:
+        return None
+
+    def created(pair: tuple[int, Any]) -> tuple[float, int]:
+        # Both searchers number trials as they create them: "0_..." (random), "1_..." (Optuna).
+        head = (pair[1].experiment_tag or "").split("_", 1)[0]
+        return (int(head) if head.isdigit() else math.inf, pair[0])
+
+    matches = [(i, t) for i, t in enumerate(trials)
+               if all(same_value((t.config or {}).get(k), v) for k, v in point.items())]
+    return min(matches, key=created)[1].trial_id if matches else None
+
+
+def _pick_best(scored, metric: str):
+    """The best of ``trials.csv``'s scored rows: the highest ``best_<metric>`` (the lowest for
+    ``val_loss``), ties to the lower best val loss, then to the default trial (a searched config
+    must beat the defaults to replace them), then to the table's order."""
+    col = _score_col(metric)
+    if _mode(metric) == "max":
+        keys, ascending = [col, "best_val_loss"], [False, True]
+    else:
+        keys, ascending = [col], [True]
+    if "is_default" in scored:
+        keys, ascending = [*keys, "is_default"], [*ascending, False]
+    return scored.sort_values(keys, ascending=ascending, kind="mergesort").iloc[0]
+
+
+def _default_summary(table, default_id: str | None, searched: list[str], metric: str
+                     ) -> dict[str, Any] | None:
+    """The default trial's line of the summary (``None`` when there is none); its figures are
+    ``None`` when it produced no result."""
+    if default_id is None:
+        return None
+    row = table[table["trial_id"] == default_id].iloc[0]
+
+    def num(v) -> float | None:
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+    out = {"trial_id": default_id, "config": _plain({k: row[k] for k in searched}),
+           "val_acc": num(row["best_val_acc"]), "val_loss": num(row["best_val_loss"])}
+    out[metric] = num(row[_score_col(metric)])
+    out.update(epoch=int(row["best_epoch"]), epochs_run=int(row["epochs_run"]),
+               stopped_early=bool(row["stopped_early"]), status=str(row["status"]))
+    return out
 
 
 def _existing_checkpoint(row: dict[str, Any], exp: ExperimentDir) -> str:
@@ -407,44 +533,47 @@ def _conclude(cfg, exp: ExperimentDir, context: dict[str, Any]) -> dict[str, Any
 
     from ray import tune
 
+    metric = cfg.tune.metric
+    mode, score = _mode(metric), _score_col(metric)
     # Read the experiment back from storage: after Ctrl+C the in-memory trials all say TERMINATED,
     # while the saved state (what --resume continues) keeps an interrupted trial RUNNING.
-    analysis = tune.ExperimentAnalysis(exp.uri, default_metric=cfg.tune.metric,
-                                       default_mode="max" if cfg.tune.metric == "val_acc" else "min")
+    analysis = tune.ExperimentAnalysis(exp.uri, default_metric=metric, default_mode=mode)
     frames = analysis.trial_dataframes
     searched = [k for k in PARAM_PATHS if any(k in (t.config or {}) for t in analysis.trials)]
-    rows = [_trial_row(t, frames.get(t.trial_id), searched, cfg.optim.epochs, cfg.tune.metric)
+    rows = [_trial_row(t, frames.get(t.trial_id), searched, cfg.optim.epochs, metric)
             for t in analysis.trials]
+    default_id = _default_trial_id(analysis.trials, context.get("default_point"))
     table = pd.DataFrame(rows).sort_values("trial_id").reset_index(drop=True)
+    table.insert(2, "is_default", table["trial_id"] == default_id)
     exp.write_text(TRIALS_CSV, table.to_csv(index=False))
     unfinished = [r["trial_id"] for r in rows if r["status"] not in ("TERMINATED", "ERROR")]
-    _print_table(table, searched)
+    _print_table(table, searched, metric)
     if unfinished:  # the saved state still has them running: --resume continues them
         raise SearchInterrupted(
             f"search interrupted: {len(rows) - len(unfinished)} of {len(rows)} trials finished "
             f"({', '.join(unfinished)} not); continue it with `transferkit tune --resume {exp.uri}`")
     _wait_for_resources()
-    scored = table.dropna(subset=["best_val_acc"])
+    scored = table.dropna(subset=[score])
     if scored.empty:
         errors = [str(t.error_file or t.status) for t in analysis.trials]
         raise SearchFailedError(f"every trial failed; see {errors[:3]} in {exp.uri}")
-    if cfg.tune.metric == "val_acc":
-        best = scored.sort_values(["best_val_acc", "best_val_loss"], ascending=[False, True]).iloc[0]
-    else:
-        best = scored.sort_values("best_val_loss").iloc[0]
-    best = best.to_dict()
+    best = _pick_best(scored, metric).to_dict()
     sample = {k: best[k] for k in searched}
     best_cfg = _best_config(cfg, context, exp, sample)
     best["checkpoint"] = _existing_checkpoint(best, exp)
     trial_epochs = int(table["epochs_run"].sum())
+    best_line = {"trial_id": best["trial_id"], "config": _plain(sample),
+                 "val_acc": float(best["best_val_acc"]), "val_loss": float(best["best_val_loss"])}
+    best_line[metric] = float(best[score])
+    best_line.update(epoch=int(best["best_epoch"]), checkpoint=best["checkpoint"])
     summary = {
         "experiment": exp.uri, "trials_csv": exp.join(TRIALS_CSV), "best_config": exp.join(BEST_CONFIG),
         "plot": exp.join(PLOT), "num_trials": len(rows), "max_epochs": cfg.optim.epochs,
         "trial_epochs": trial_epochs, "stopped_early": int(table["stopped_early"].sum()),
         "errored": int((table["status"] == "ERROR").sum()),
-        "best": {"trial_id": best["trial_id"], "config": _plain(sample),
-                 "val_acc": best["best_val_acc"], "val_loss": best["best_val_loss"],
-                 "epoch": int(best["best_epoch"]), "checkpoint": best["checkpoint"]},
+        "metric": metric, "mode": mode, "best": best_line,
+        "default": _default_summary(table, default_id, searched, metric),
+        "best_is_default": bool(default_id is not None and best["trial_id"] == default_id),
     }
     exp.write_text(BEST_CONFIG, yaml.safe_dump(best_cfg, sort_keys=False))
     exp.write_text(BEST_TRIAL, json.dumps(summary, indent=2, default=str))
@@ -453,8 +582,9 @@ def _conclude(cfg, exp: ExperimentDir, context: dict[str, Any]) -> dict[str, Any
     print(f"[transferkit] {len(rows)} trials, {trial_epochs} trial-epochs of "
           f"{len(rows) * cfg.optim.epochs} possible; {summary['stopped_early']} stopped early, "
           f"{summary['errored']} failed")
-    print(f"[transferkit] best trial {b['trial_id']}: val_acc {b['val_acc']:.4f} at epoch {b['epoch']} "
-          f"with {b['config']}")
+    print(f"[transferkit] best trial {b['trial_id']}: {metric} {b[metric]:.4f} (val_acc "
+          f"{b['val_acc']:.4f}) at epoch {b['epoch']} with {b['config']}")
+    print(f"[transferkit] {_default_line(summary)}")
     print(f"[transferkit] best checkpoint {b['checkpoint']}")
     print(f"[transferkit] wrote {summary['trials_csv']}, {summary['plot']}")
     if cfg.tune.tracking == "tensorboard":
@@ -462,6 +592,22 @@ def _conclude(cfg, exp: ExperimentDir, context: dict[str, Any]) -> dict[str, Any
     command = "distill" if context["kind"] == "distill" else "finetune"
     print(f"[transferkit] reproduce it: transferkit {command} --config {summary['best_config']}")
     return summary
+
+
+def _default_line(summary: dict[str, Any]) -> str:
+    """``default values: val_acc 0.9900 (trial ..., 4 epochs) vs best 0.9944 (trial ...)``."""
+    d, b, metric = summary["default"], summary["best"], summary["metric"]
+    if d is None:
+        return "default values: no trial ran the base config's values (a search from before " \
+               "searches were seeded with them)"
+    if d[metric] is None:
+        ran = f"no result, {d['status']}"
+    else:
+        ran = (f"stopped early by the scheduler after {d['epochs_run']} epochs" if d["stopped_early"]
+               else f"{d['epochs_run']} epochs")
+    value = "n/a" if d[metric] is None else f"{d[metric]:.4f}"
+    which = "the default trial itself" if summary["best_is_default"] else f"trial {b['trial_id']}"
+    return f"default values: {metric} {value} (trial {d['trial_id']}, {ran}) vs best {b[metric]:.4f} ({which})"
 
 
 def _plain(sample: dict[str, Any]) -> dict[str, Any]:
@@ -478,20 +624,30 @@ def _best_config(cfg, context: dict[str, Any], exp: ExperimentDir, sample: dict[
     return validate(target, data, source="best trial").model_dump(mode="json")
 
 
-def _print_table(table, searched: list[str]) -> None:
-    cols = ["trial_id", "status", *searched, "best_val_acc", "best_epoch", "epochs_run",
+def _print_table(table, searched: list[str], metric: str) -> None:
+    scores = ["best_val_acc"] + ([_score_col(metric)] if metric != "val_acc" else [])
+    cols = ["trial_id", "status", "is_default", *searched, *scores, "best_epoch", "epochs_run",
             "stopped_early", "wall_time_s"]
-    shown = table[cols].copy()
+    shown = table[[c for c in cols if c in table]].copy()
     for name in searched:
         if name != "freeze_depth":
             shown[name] = shown[name].map(lambda v: f"{v:.2e}" if isinstance(v, float) else v)
-    shown["best_val_acc"] = shown["best_val_acc"].map(lambda v: f"{v:.4f}")
+    for col in scores:
+        shown[col] = shown[col].map(lambda v: f"{v:.4f}")
     print(shown.to_string(index=False))
 
 
+def _y_axis(metric: str) -> tuple[str, float, str]:
+    """The plot's y axis for ``metric``: ``(trials.csv column, scale, label)``; accuracy-like
+    metrics in percent."""
+    scale = 1.0 if metric == "val_loss" else 100.0
+    label = f"best {_LABELS.get(metric, metric)}" + (" (%)" if scale == 100.0 else "")
+    return _score_col(metric), scale, label
+
+
 def _plot(table, searched: list[str], cfg) -> bytes:
-    """PNG: best val accuracy of each trial against each searched value (log axis for log ranges);
-    crosses mark trials that ASHA stopped early."""
+    """PNG: each trial's best ``tune.metric`` against each searched value (log axis for log
+    ranges); crosses mark trials that ASHA stopped early, a star the default trial."""
     import io
 
     import matplotlib
@@ -499,19 +655,25 @@ def _plot(table, searched: list[str], cfg) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    col, scale, ylabel = _y_axis(cfg.tune.metric)
     names = searched or ["freeze_depth"]
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.6), squeeze=False, sharey=True)
-    done = table.dropna(subset=["best_val_acc"])
+    done = table.dropna(subset=[col])
+    is_default = done["is_default"] if "is_default" in done else done["trial_id"].map(lambda _: False)
     for ax, name in zip(axes[0], names):
         for early, marker, label in ((False, "o", "full budget"), (True, "x", "stopped early")):
-            part = done[done["stopped_early"] == early]
+            part = done[(done["stopped_early"] == early) & ~is_default]
             if name in part:
-                ax.scatter(part[name], 100 * part["best_val_acc"], marker=marker, label=label)
+                ax.scatter(part[name], scale * part[col], marker=marker, label=label)
+        base = done[is_default]
+        if name in base and len(base):
+            ax.scatter(base[name], scale * base[col], marker="*", s=160, zorder=3,
+                       label="base config (default)")
         if isinstance(getattr(cfg.tune.search, name, None), Range) and getattr(cfg.tune.search, name).log:
             ax.set_xscale("log")
         ax.set_xlabel(name)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("best val accuracy (%)")
+    axes[0][0].set_ylabel(ylabel)
     axes[0][-1].legend(loc="best", fontsize=8)
     fig.suptitle(f"{cfg.model.arch}: {len(table)} trials, {cfg.tune.scheduler}, {cfg.tune.searcher}")
     fig.tight_layout()

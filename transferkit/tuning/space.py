@@ -3,16 +3,21 @@ trial's sampled values -> a full training config.
 
 The ``param_space`` is flat (``{"freeze_depth": tune.choice([...]), "backbone_lr":
 tune.loguniform(...)}``): the keys are the field names the table, the plot and Optuna show.
+
+Every search's first trial is the base config's own values of the searched names
+(:func:`seed_with_base`, passed to the searcher as Ray Tune's ``points_to_evaluate``), so the
+search reports how the defaults did and its best is never worse than them on the search's metric.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from transferkit.config import ConfigError, Range, SearchSpace
 
 __all__ = ["PARAM_PATHS", "FINETUNE_PARAMS", "KD_PARAMS", "param_space", "apply_sample",
-           "default_freeze_depths"]
+           "default_freeze_depths", "seed_with_base", "base_values", "same_value"]
 
 # Flat search key -> the dotted path of the config field it sets.
 PARAM_PATHS: dict[str, tuple[str, str]] = {
@@ -104,3 +109,71 @@ def apply_sample(base: dict[str, Any], sample: dict[str, Any]) -> dict[str, Any]
         section, field = PARAM_PATHS[name]
         out.setdefault(section, {})[field] = int(value) if field == "freeze_depth" else float(value)
     return out
+
+
+def base_values(base: dict[str, Any], names: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """The base config's own values of ``names`` (flat search keys), read at their config paths.
+
+    Args:
+        base: the search's base config as a dict (``cfg.model_dump(mode="json")``).
+        names: keys of :data:`PARAM_PATHS`.
+    """
+    out = {}
+    for name in names:
+        section, field = PARAM_PATHS[name]
+        out[name] = base[section][field]
+    return out
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """``a == b``, or equal numbers within a relative 1e-9 (a YAML-rounded learning rate)."""
+    return a == b or (isinstance(a, (int, float)) and isinstance(b, (int, float))
+                      and math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0))
+
+
+def seed_with_base(space: dict[str, Any], base: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The search's first trial: the base config's values of every searched (non-fixed) name.
+
+    The point goes to the searcher as ``points_to_evaluate=[point]``; both searchers
+    (``BasicVariantGenerator``, ``OptunaSearch``) run it as their first trial and count it among
+    ``tune.num_samples``. Where a base value lies outside its domain:
+
+    * a list (``tune.choice``; freeze depths or an explicit list of values) gains the base value,
+      so later trials may sample it too. This is needed for Optuna, whose categorical
+      distribution refuses a value outside its choices (``ValueError: '0' not in (2, 3)``).
+      Freeze depths stay sorted; other lists keep their order with the base value appended.
+    * a range (``tune.uniform``/``tune.loguniform``) is kept as it is: the first trial runs the
+      base value once, outside the range, and the searcher samples only inside it. Both searchers
+      accept this and log a warning (Ray: "Pre-set value ... is not within valid values";
+      Optuna 5: "Fixed parameter ... is out of range for distribution"); Optuna's TPE then keeps
+      sampling within the range (checked with optuna 5.0).
+
+    Fixed entries of ``space`` (a one-value list or a range with ``low == high``) are not part of
+    the point: they apply to every trial, the first one included.
+
+    Args:
+        space: a :func:`param_space` result.
+        base: the search's base config as a dict (``cfg.model_dump(mode="json")``).
+
+    Returns:
+        ``(space, point)``: the space with base values added to the lists that lacked them (a new
+        dict; the input is not modified) and ``{name: base value}`` for each searched name.
+    """
+    from ray import tune
+    from ray.tune.search.sample import Categorical, Domain
+
+    out = dict(space)
+    point: dict[str, Any] = {}
+    for name, domain in space.items():
+        if not isinstance(domain, Domain):
+            continue
+        value = base_values(base, [name])[name]
+        if isinstance(domain, Categorical):
+            same = [c for c in domain.categories if same_value(c, value)]
+            if same:
+                value = same[0]  # the list's own spelling of it, which Optuna's index lookup needs
+            else:
+                cats = list(domain.categories) + [value]
+                out[name] = tune.choice(sorted(cats) if name == "freeze_depth" else cats)
+        point[name] = value
+    return out, point
