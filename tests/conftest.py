@@ -1,6 +1,7 @@
 """Shared fixtures: one real Ray cluster per test session, the real digits data, and one small
 real fine-tuning run (MobileNetV2 with ImageNet weights, 2 Ray Train workers, 32 px) that the
-training, export and serving tests share."""
+training, export and serving tests share; and a small random-weight ONNX classifier (``serving_onnx``)
+that the serving and export tests use."""
 
 from __future__ import annotations
 
@@ -88,3 +89,57 @@ def exported_onnx(trained_run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("onnx") / "teacher.onnx"
     export_onnx(ExportConfig(run=str(trained_run), output=str(out)))
     return out
+
+
+# -- a small ONNX classifier with transferkit metadata (serving and export tests) ----------------
+#
+# ``serving_onnx`` builds a small CNN and exports it with torch's dynamo exporter (random weights,
+# no download). Its contract, kept when the body is replaced by the training pipeline's exported
+# model: a session-scoped ``pathlib.Path`` to a self-contained ``.onnx`` file that carries
+# transferkit metadata (class names '0'..'9', preprocessing) and has a symbolic batch dimension.
+
+SERVING_CLASS_NAMES = [str(i) for i in range(10)]
+
+
+def _tiny_cnn():  # torch imported here only: the serving package itself never imports it
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(16, len(SERVING_CLASS_NAMES)),
+    )
+    with torch.no_grad():  # spread the logits so the top-1 class is never a near-tie
+        model[-1].weight.mul_(20.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def serving_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A self-contained ONNX classifier (float32 [N,3,32,32] -> logits [N,10]) with metadata."""
+    import onnx
+    import torch
+
+    from transferkit.config import Preprocessing
+    from transferkit.metadata import ModelMetadata
+
+    path = tmp_path_factory.mktemp("serving_model") / "digits_cnn.onnx"
+    torch.onnx.export(
+        _tiny_cnn(), (torch.randn(2, 3, 32, 32),), str(path), dynamo=True,
+        input_names=["input"], output_names=["logits"], dynamic_shapes=({0: "batch"},),
+        external_data=False,
+    )
+    proto = onnx.load(str(path))
+    meta = ModelMetadata(
+        class_names=SERVING_CLASS_NAMES,
+        preprocessing=Preprocessing(input_size=32, channels=3, mean=(0.485, 0.456, 0.406),
+                                    std=(0.229, 0.224, 0.225)),
+        arch="tiny_cnn", source_run="tests/conftest.py", extra={"purpose": "serving tests"},
+    )
+    for key, value in meta.to_props().items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+    return path
