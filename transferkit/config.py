@@ -40,6 +40,8 @@ __all__ = [
     "PipelineExport",
     "EvaluateConfig",
     "PipelineConfig",
+    "PublishedResult",
+    "ReportConfig",
     "load_config",
     "deep_merge",
     "save_config",
@@ -656,6 +658,35 @@ class EvaluateConfig(_Strict):
         return v
 
 
+class PublishedResult(_Strict):
+    """A published figure the report puts beside the pipeline's own (same task, same metric).
+
+    Attributes:
+        name: what was measured (``"VGG-19, fine-tuned (GPU)"``).
+        accuracy: in [0, 1].
+        source: the citation.
+        note: protocol details (split, resolution) a reader needs to compare fairly.
+    """
+
+    name: str
+    accuracy: float = Field(ge=0.0, le=1.0)
+    source: str = ""
+    note: str = ""
+
+
+class ReportConfig(_Strict):
+    """What the pipeline's report adds beyond its own measurements.
+
+    Attributes:
+        published: published results on the same task, shown beside the measured ones.
+        positive_class: the class whose recall matters most (e.g. ``defective``); the report
+            names it in the summary. ``None``: every class's recall is shown alike.
+    """
+
+    published: list[PublishedResult] = Field(default_factory=list)
+    positive_class: str | None = None
+
+
 class PipelineConfig(_Strict):
     """``transferkit pipeline``: tune -> fine-tune the teacher -> (tune and) distill the student ->
     export both to ONNX -> evaluate both with ONNX Runtime -> report.
@@ -667,18 +698,24 @@ class PipelineConfig(_Strict):
             ``s3://``/``gs://`` URI (default: inside ``output``). The fine-tune and distillation
             run folders stay under ``output``, which on a multi-node cluster must be shared (NFS/EFS).
         data: the data for every stage (the student reuses the teacher's splits).
-        student: ``null`` stops after the teacher.
+        metric: the validation figure that picks every run's best epoch (see
+            :class:`FinetuneConfig`); each search ranks trials by its own ``tune.metric``.
+        student: ``null`` stops after the teacher; with ``student.baseline`` the label-only
+            student is exported and evaluated beside the distilled one.
+        report: published figures to compare with.
     """
 
     output: str = "runs/pipeline"
     storage: str | None = None
     seed: int = 0
     keep_checkpoints: int = Field(2, ge=1, le=100)
+    metric: Metric = "val_acc"
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: PipelineTeacher = Field(default_factory=PipelineTeacher)
     student: PipelineStudent | None = Field(default_factory=PipelineStudent)
     export: PipelineExport = Field(default_factory=PipelineExport)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
 
 def _fields_at(model_cls: type[BaseModel], path: tuple) -> list[str]:

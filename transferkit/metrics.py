@@ -45,8 +45,10 @@ def classification_metrics(confusion: np.ndarray, class_names: Sequence[str]) ->
     matrix.
 
     Balanced accuracy is the mean recall over the classes that occur (Brodersen et al. 2010;
-    scikit-learn's ``balanced_accuracy_score``); macro F1 the unweighted mean F1 over those
-    classes. A class never predicted has precision 0 (scikit-learn's ``zero_division=0``).
+    scikit-learn's ``balanced_accuracy_score``); macro F1 the unweighted mean F1 over the classes
+    that occur or are predicted (scikit-learn's ``f1_score(average="macro")``, which takes the
+    union of the labels in both). A class never predicted has precision 0 (scikit-learn's
+    ``zero_division=0``).
 
     Args:
         confusion: ``[K, K]`` counts, rows = true class, columns = predicted.
@@ -75,7 +77,7 @@ def classification_metrics(confusion: np.ndarray, class_names: Sequence[str]) ->
     return {
         "accuracy": float(tp.sum() / n) if n else 0.0,
         "balanced_accuracy": float(recall[present].mean()) if present.any() else 0.0,
-        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "macro_f1": float(f1[present | (predicted > 0)].mean()) if n else 0.0,
         "images": int(n),
         "classes": list(class_names),
         "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),

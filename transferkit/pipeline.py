@@ -7,8 +7,13 @@ Stages, in order (each optional in the config)::
     tune-student   Ray Tune search over distillation runs                  (student.tune)
     student        distil the teacher into the student                     (student)
     export         teacher.onnx / student.onnx, validated against PyTorch
-    evaluate       both ONNX files on the test split with ONNX Runtime: accuracy, latency
-    report         report.md / report.json / training_curves.png
+    evaluate       the ONNX files on the test split with ONNX Runtime: accuracy, balanced
+                   accuracy, per-class precision/recall/F1, confusion matrix, latency
+    report         report.md / report.json / training_curves.png / confusion_matrices.png
+
+With ``student.baseline`` the label-only student (``student/baseline``) is exported
+(``baseline.onnx``) and evaluated beside the distilled one, so the report shows what distillation
+added.
 
 Every stage writes into its own folder under ``output`` and records, in ``stages/<name>.json``,
 the hash of its resolved config and of its inputs (the upstream files it reads). A stage whose
@@ -66,7 +71,7 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
     """
     out = Path(cfg.output).expanduser().resolve()
     common = {"data": cfg.data.model_dump(mode="json"), "seed": cfg.seed,
-              "keep_checkpoints": cfg.keep_checkpoints}
+              "keep_checkpoints": cfg.keep_checkpoints, "metric": cfg.metric}
     t = cfg.teacher
     t_base = {**common, "model": t.model.model_dump(mode="json"), "optim": t.optim.model_dump(mode="json"),
               "scaling": t.scaling.model_dump(mode="json")}
@@ -174,8 +179,12 @@ def _check_models(cfg: PipelineConfig, stages: dict[str, Any], num_classes: int)
         c = stages[run]
         if c is None:
             continue
-        probe = build_model(ModelConfig(arch=c.model.arch, weights=None, width_mult=c.model.width_mult),
-                            num_classes)
+        try:
+            probe = build_model(ModelConfig(arch=c.model.arch, weights=None, width_mult=c.model.width_mult,
+                                            keep_stages=c.model.keep_stages,
+                                            head_hidden=c.model.head_hidden), num_classes, load_weights=False)
+        except ValueError as exc:  # keep_stages out of range, width_mult unsupported
+            raise ConfigError(f"{who}.{exc}" if str(exc).startswith("model.") else f"{who}.model: {exc}") from None
         n = len(probe.stages)
         if c.model.freeze_depth > n:
             raise ConfigError(f"{who}.model.freeze_depth: {c.model.freeze_depth} exceeds the "
@@ -384,6 +393,8 @@ def run_pipeline(cfg: PipelineConfig, force: bool = False) -> dict[str, Any]:
         results["student"] = _run_stage(_Stage("student", s_cfg, [t_model], _train("distill", s_cfg)),
                                         records, force)
         runs["student"] = out / "student"
+        if s_cfg.baseline:  # the label-only student, exported and scored like the others
+            runs["baseline"] = out / "student" / "baseline"
     model_files = [d / "model.pt" for d in runs.values()]
     results["export"] = _run_stage(_Stage("export", cfg.export, model_files, _export(out, cfg, runs)),
                                    records, force)
@@ -393,6 +404,9 @@ def run_pipeline(cfg: PipelineConfig, force: bool = False) -> dict[str, Any]:
         records, force)
     from transferkit.report import write_report
 
+    seconds = {name: (records.read(name) or {}).get("seconds") for name in
+               ("tune-teacher", "teacher", "tune-student", "student", "export", "evaluate")}
+    results["seconds"] = {k: v for k, v in seconds.items() if v is not None}
     report = write_report(cfg, out, runs, results)
     _say(f"report: {report['report_md']}")
     return report

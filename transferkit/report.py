@@ -1,8 +1,10 @@
 """The pipeline's report: ``report.md`` + ``report.json`` + PNG plots in the pipeline folder.
 
-Teacher and student side by side as measured on their ONNX files with ONNX Runtime (test
-accuracy, parameters, file size, latency p50/p99 per batch size), the training curves, the search
-results, the export checks, and where every artifact is.
+Teacher and student (and the label-only student, when trained) side by side as measured on their
+ONNX files with ONNX Runtime (test accuracy, balanced accuracy, per-class recall, parameters, file
+size, latency p50/p99 per batch size, wall time of their stages), their confusion matrices, the
+published figures the config lists, the training curves, each search's default vs best trial, the
+export checks, and where every artifact is.
 """
 
 from __future__ import annotations
@@ -53,6 +55,42 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
+def _confusion_png(models: dict[str, dict[str, Any]], path: Path) -> bool:
+    """One confusion matrix per model (rows true, columns predicted; counts, row-normalised
+    colour)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    shown = {n: m for n, m in models.items() if m.get("confusion_matrix")}
+    if not shown:
+        return False
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.8 * len(shown), 3.6), squeeze=False)
+    for ax, (name, m) in zip(axes[0], shown.items()):
+        cm = np.asarray(m["confusion_matrix"], dtype=float)
+        classes = m.get("classes") or [str(i) for i in range(len(cm))]
+        rows = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+        for i in range(len(cm)):
+            for j in range(len(cm)):
+                ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center",
+                        color="white" if rows[i, j] > 0.5 else "black", fontsize=9)
+        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(classes)), classes, fontsize=8)
+        ax.set(xlabel="predicted", ylabel="true",
+               title=f"{name}: acc {100 * m['test_acc']:.1f}%, bal. {100 * m.get('balanced_accuracy', 0):.1f}%")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+_STAGES_OF = {"teacher": ("tune-teacher", "teacher"), "student": ("tune-student", "student"),
+              "baseline": ()}
+
+
 def write_report(cfg: PipelineConfig, out: Path, runs: dict[str, Path], results: dict[str, Any]
                  ) -> dict[str, Any]:
     """Write ``report.json``, ``report.md`` and ``training_curves.png`` into ``out``.
@@ -70,9 +108,15 @@ def write_report(cfg: PipelineConfig, out: Path, runs: dict[str, Path], results:
     histories = {name: _history(d) for name, d in runs.items()}
     curves = out / "training_curves.png"
     has_curves = _curves_png(histories, curves)
+    confusion = out / "confusion_matrices.png"
+    has_confusion = _confusion_png(evaluation, confusion)
+    seconds = results.get("seconds", {})
     report: dict[str, Any] = {
         "pipeline": str(out), "data": cfg.data.dataset,
         "models": evaluation,
+        "positive_class": cfg.report.positive_class,
+        "published": [p.model_dump(mode="json") for p in cfg.report.published],
+        "seconds": {**seconds, "total": sum(seconds.values())},
         "export": results.get("export", {}),
         "training": {name: {"run_dir": str(d), "epochs": len(h),
                             "best_val_acc": max((r["val_acc"] for r in h), default=None)}
@@ -82,6 +126,7 @@ def write_report(cfg: PipelineConfig, out: Path, runs: dict[str, Path], results:
             **{f"{n}_run": str(d) for n, d in runs.items()},
             **{f"{n}_onnx": str(out / f"{n}.onnx") for n in runs},
             **({"training_curves": str(curves)} if has_curves else {}),
+            **({"confusion_matrices": str(confusion)} if has_confusion else {}),
             **{f"{k}_plot": results[k]["plot"] for k in ("tune-teacher", "tune-student") if results.get(k)},
             "report_md": str(out / "report.md"), "report_json": str(out / "report.json"),
             "stage_records": str(out / "stages"),
@@ -96,33 +141,75 @@ def write_report(cfg: PipelineConfig, out: Path, runs: dict[str, Path], results:
             **{f"p50_speedup_b{b}": t["latency_ms"][b]["p50"] / s["latency_ms"][b]["p50"]
                for b in t["latency_ms"] if b in s["latency_ms"]},
         }
+    if "student" in evaluation and "baseline" in evaluation:
+        s, b = evaluation["student"], evaluation["baseline"]
+        report["distillation_vs_labels_only"] = {
+            "accuracy_gain": s["test_acc"] - b["test_acc"],
+            "balanced_accuracy_gain": s.get("balanced_accuracy", 0.0) - b.get("balanced_accuracy", 0.0),
+            "distillation_better": s["test_acc"] > b["test_acc"]}
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    (out / "report.md").write_text(_markdown(report, has_curves))
+    (out / "report.md").write_text(_markdown(report, has_curves, has_confusion))
     report["report_md"], report["report_json"] = str(out / "report.md"), str(out / "report.json")
     return report
 
 
-def _markdown(r: dict[str, Any], has_curves: bool) -> str:
+def _recall(m: dict[str, Any], cls: str | None) -> float | None:
+    return (m.get("per_class") or {}).get(cls, {}).get("recall") if cls else None
+
+
+def _model_table(r: dict[str, Any]) -> list[str]:
+    models = r["models"]
+    first = next(iter(models.values()))
+    batches = list(first["latency_ms"])
+    classes = first.get("classes") or []
+    pos = r.get("positive_class")
+    recall_cols = [pos] if pos in classes else classes
+    lines = [f"## Models, measured on their ONNX files (ONNX Runtime, CPU, {first['threads']} "
+             f"threads; test split, {first['test_images']} images)", "",
+             "| model | architecture | parameters | ONNX MB | input px | accuracy | balanced acc. | "
+             + "".join(f"recall {c} | " for c in recall_cols)
+             + " | ".join(f"p50 / p99 ms, batch {b}" for b in batches) + " | wall time |",
+             "|---|---|---:|---:|---:|---:|---:|" + "---:|" * (len(recall_cols) + len(batches) + 1)]
+    for name, m in models.items():
+        lat = " | ".join(f"{m['latency_ms'][b]['p50']:.2f} / {m['latency_ms'][b]['p99']:.2f}" for b in batches)
+        recalls = "".join(f"{_pct(_recall(m, c))} | " for c in recall_cols)
+        secs = sum(r["seconds"].get(st, 0.0) for st in _STAGES_OF.get(name, ()))
+        wall = f"{secs / 60:.1f} min" if secs else ("in student" if name == "baseline" else "-")
+        lines.append(f"| {name} | {m['arch']} | {m['parameters']:,} | {m['file_mb']:.2f} | "
+                     f"{m['input_size']} | {_pct(m['test_acc'])} | {_pct(m.get('balanced_accuracy'))} | "
+                     f"{recalls}{lat} | {wall} |")
+    return lines
+
+
+def _markdown(r: dict[str, Any], has_curves: bool, has_confusion: bool = False) -> str:
     lines = ["# transferkit pipeline report", "", f"Pipeline folder: `{r['pipeline']}`; data: `{r['data']}`.", ""]
+    if r["seconds"].get("total"):
+        lines += ["Wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in r["seconds"].items()
+                                             if k != "total") + f"; total {r['seconds']['total'] / 60:.1f} min.", ""]
     models = r["models"]
     if models:
-        first = next(iter(models.values()))
-        batches = list(first["latency_ms"])
-        lines += [f"## Teacher and student, measured on their ONNX files (ONNX Runtime, CPU, "
-                  f"{first['threads']} threads; test split, {first['test_images']} images)", "",
-                  "| model | architecture | parameters | ONNX MB | input px | test top-1 | "
-                  + " | ".join(f"p50 / p99 ms, batch {b}" for b in batches) + " |",
-                  "|---|---|---:|---:|---:|---:|" + "---:|" * len(batches)]
-        for name, m in models.items():
-            lat = " | ".join(f"{m['latency_ms'][b]['p50']:.2f} / {m['latency_ms'][b]['p99']:.2f}" for b in batches)
-            lines.append(f"| {name} | {m['arch']} | {m['parameters']:,} | {m['file_mb']:.2f} | "
-                         f"{m['input_size']} | {_pct(m['test_acc'])} | {lat} |")
+        lines += _model_table(r)
         if "student_vs_teacher" in r:
             v = r["student_vs_teacher"]
             lines += ["", f"Student / teacher: accuracy {v['accuracy_ratio']:.4f}, parameters "
                       f"{v['parameter_ratio']:.3f}, file size {v['file_ratio']:.3f}; p50 speed-up "
                       + ", ".join(f"{v[k]:.2f}x at batch {k.split('_b')[1]}" for k in v if k.startswith("p50_speedup"))
                       + "."]
+        if "distillation_vs_labels_only" in r:
+            d = r["distillation_vs_labels_only"]
+            lines += ["", f"Distillation vs the label-only student (same architecture, initialisation and "
+                      f"epochs): accuracy {100 * d['accuracy_gain']:+.2f} pts, balanced accuracy "
+                      f"{100 * d['balanced_accuracy_gain']:+.2f} pts: distillation "
+                      + ("beat" if d["distillation_better"] else "did not beat") + " labels alone on this data."]
+        if has_confusion:
+            lines += ["", "![confusion matrices](confusion_matrices.png)"]
+        lines.append("")
+    if r["published"]:
+        lines += ["## Beside published results", "",
+                  "| result | accuracy | source | note |", "|---|---:|---|---|"]
+        lines += [f"| transferkit {n} (this run) | {_pct(m['test_acc'])} | this report | "
+                  f"{m['arch']}, {m['input_size']} px, {m['test_images']} test images |" for n, m in models.items()]
+        lines += [f"| {p['name']} | {_pct(p['accuracy'])} | {p['source']} | {p['note']} |" for p in r["published"]]
         lines.append("")
     lines += ["## Training", ""]
     for name, t in r["training"].items():
@@ -133,7 +220,17 @@ def _markdown(r: dict[str, Any], has_curves: bool) -> str:
     lines.append("")
     for key, s in r["search"].items():
         b = s["best"]
-        lines += [f"## Search: {key}", "",
+        d = s.get("default")
+        metric = s.get("metric", "val_acc")
+        if d:
+            lines += [f"## Search: {key}", "",
+                      f"Default values (trial `{d['trial_id']}`, {d.get('epochs_run', '?')} epochs"
+                      + (", stopped early" if d.get("stopped_early") else "") + f"): {metric} "
+                      f"{_pct(d.get(metric))}; best trial: {_pct(b.get(metric, b.get('val_acc')))}"
+                      + (" (the defaults were best)." if s.get("best_is_default") else "."), ""]
+        else:
+            lines += [f"## Search: {key}", ""]
+        lines += [
                   f"{s['num_trials']} trials, {s['trial_epochs']} trial-epochs of "
                   f"{s['num_trials'] * s['max_epochs']} possible ({s['stopped_early']} stopped early by ASHA, "
                   f"{s['errored']} failed). Best trial `{b['trial_id']}`: val top-1 {_pct(b['val_acc'])} at "

@@ -25,7 +25,9 @@ def eval_sums(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tens
     """
     sums = torch.zeros(4 + num_classes ** 2, dtype=torch.float64, device=device)
     for images, labels in batches:
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        images = images.to(device, non_blocking=True, memory_format=(
+            torch.channels_last if images.dim() == 4 else torch.preserve_format))
+        labels = labels.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(images)
         logits = logits.float()

@@ -110,9 +110,18 @@ def _say(message: str) -> None:
 
 
 def _to(images, device):
+    """Move a batch (or a ``(student_x, teacher_x)`` pair) to ``device`` in channels-last layout
+    (see :data:`MEMORY_FORMAT`)."""
     if isinstance(images, (tuple, list)):
-        return tuple(t.to(device, non_blocking=True) for t in images)
-    return images.to(device, non_blocking=True)
+        return tuple(_to(t, device) for t in images)
+    return images.to(device, non_blocking=True,
+                     memory_format=MEMORY_FORMAT if images.dim() == 4 else torch.preserve_format)
+
+
+MEMORY_FORMAT = torch.channels_last
+"""Conv nets train in NHWC: oneDNN's CPU kernels (and cuDNN's tensor-core kernels) are faster
+there. Measured on this project's 2-core CPU, MobileNetV2 at 160 px, batch 16, one thread:
+18.1 -> 29.1 images/s for a training step (1.6x)."""
 
 
 def _parse_cfg(config: dict[str, Any]) -> FinetuneConfig:
@@ -167,6 +176,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         extras = objective.extra_modules(student, built.spec,
                                          (prep.channels, prep.input_size, prep.input_size))
     net = _WithExtras(student, extras) if extras is not None else student
+    net = net.to(memory_format=MEMORY_FORMAT)
+    if hasattr(objective, "teacher") and objective.teacher is not None:
+        objective.teacher.to(memory_format=MEMORY_FORMAT)
     torch.manual_seed(cfg.seed + rank)
     model = ray.train.torch.prepare_model(net)
     optimizer = _optimizer(cfg, built, student, extras)

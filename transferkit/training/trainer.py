@@ -180,14 +180,21 @@ def check_resources(cfg: FinetuneConfig) -> None:
 
 
 def evaluate_split(model: torch.nn.Module, samples, prep: Preprocessing, num_classes: int,
-                   batch_size: int = 128) -> dict[str, float]:
-    """Top-1/top-5/loss of ``model`` (eval mode, CPU) on ``samples``."""
+                   batch_size: int = 128, class_names: list[str] | None = None) -> dict[str, Any]:
+    """Loss, top-1 (top-5), balanced accuracy and macro F1 of ``model`` (eval mode, CPU) on
+    ``samples``; with ``class_names`` also ``test_report``: per-class precision/recall/F1 and the
+    confusion matrix (:func:`transferkit.metrics.classification_metrics`)."""
+    from transferkit.metrics import classification_metrics
+    from transferkit.training.evaluate import confusion_from_sums
+
     ds = ImageListDataset(samples, build_transform(prep, None))
     loader = DataLoader(ds, batch_size=batch_size)
     model.eval()
     sums = eval_sums(model, loader, torch.device("cpu"), num_classes)
-    out = sums_to_metrics(sums, num_classes, "test")
+    out: dict[str, Any] = sums_to_metrics(sums, num_classes, "test")
     out["test_images"] = float(len(samples))
+    if class_names is not None:
+        out["test_report"] = classification_metrics(confusion_from_sums(sums, num_classes), class_names)
     return out
 
 
@@ -320,8 +327,8 @@ def _finish(plan: RunPlan, result: Any, source: str | None = None) -> dict[str, 
     model.load_state_dict(state["model"])
     model.eval()
     best = next((m for m in history if m["epoch"] == state["epoch"] + 1), best)
-    test = (evaluate_split(model, plan.splits.test, plan.preprocessing, len(plan.splits.class_names))
-            if plan.splits.test else {})
+    test = (evaluate_split(model, plan.splits.test, plan.preprocessing, len(plan.splits.class_names),
+                           class_names=plan.splits.class_names) if plan.splits.test else {})
     save_portable(run_dir / "model.pt", model, cfg.model.arch, plan.splits.class_names,
                   plan.preprocessing, cfg.model.width_mult, source=source or str(run_dir),
                   keep_stages=cfg.model.keep_stages, head_hidden=cfg.model.head_hidden,
@@ -332,7 +339,10 @@ def _finish(plan: RunPlan, result: Any, source: str | None = None) -> dict[str, 
     print(f"[transferkit] best epoch {best['epoch']} by {cfg.metric}: val_acc {best['val_acc']:.4f}"
           + (f", balanced {best['val_balanced_acc']:.4f}" if "val_balanced_acc" in best else ""))
     if test:
+        recalls = ", ".join(f"{n} {v['recall']:.3f}" for n, v in test["test_report"]["per_class"].items())
         print(f"[transferkit] test: top-1 {test['test_acc']:.4f} on {int(test['test_images'])} images"
-              + (f", top-5 {test['test_top5']:.4f}" if "test_top5" in test else ""))
+              + (f", top-5 {test['test_top5']:.4f}" if "test_top5" in test else "")
+              + f", balanced {test['test_balanced_acc']:.4f}"
+              + (f"; recall {recalls}" if len(plan.splits.class_names) <= 10 else ""))
     print(f"[transferkit] wrote {run_dir / 'model.pt'}")
     return summary
