@@ -51,7 +51,7 @@ def _check_arch(name: Optional[str], option: str) -> None:
 @app.command()
 def finetune(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file; flags override it."),
-    dataset: Optional[str] = typer.Option(None, help="Bundled name (digits) or an ImageFolder path."),
+    dataset: Optional[str] = typer.Option(None, help="Bundled name (digits, elpv, elpv-severity, elpv-type) or an ImageFolder path."),
     model: Optional[str] = typer.Option(None, "--model", help="Architecture (see `transferkit models`)."),
     weights: Optional[str] = typer.Option(None, help="IMAGENET1K_V1, DEFAULT, none, or a state-dict file."),
     image_size: Optional[int] = typer.Option(None, help="Input size in pixels (overrides the weights')."),
@@ -67,6 +67,11 @@ def finetune(
     label_smoothing: Optional[float] = typer.Option(None),
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment"),
     hflip: Optional[bool] = typer.Option(None, "--hflip/--no-hflip", help="Horizontal flips (off for digits)."),
+    vflip: Optional[bool] = typer.Option(None, "--vflip/--no-vflip", help="Vertical flips."),
+    rot90: Optional[bool] = typer.Option(None, "--rot90/--no-rot90", help="Random 90-degree rotations."),
+    class_weight: Optional[str] = typer.Option(None, help="Loss class weights: none, balanced, sqrt_balanced."),
+    sampler: Optional[str] = typer.Option(None, help="random, or balanced (class-balanced sampling)."),
+    metric: Optional[str] = typer.Option(None, help="Best-epoch metric: val_acc, val_balanced_acc, val_macro_f1, val_loss."),
     val_fraction: Optional[float] = typer.Option(None),
     test_fraction: Optional[float] = typer.Option(None),
     num_workers: Optional[int] = typer.Option(None, help="Ray Train workers (DDP)."),
@@ -84,13 +89,15 @@ def finetune(
         _fail("--resume and --overwrite exclude each other")
     overrides = {
         "data": {"dataset": dataset, "image_size": image_size, "val_fraction": val_fraction,
-                 "test_fraction": test_fraction, "augment": {"enabled": augment, "hflip": hflip}},
+                 "test_fraction": test_fraction, "sampler": sampler,
+                 "augment": {"enabled": augment, "hflip": hflip, "vflip": vflip, "rot90": rot90}},
         "model": {"arch": model, "weights": weights, "freeze_depth": freeze_depth, "width_mult": width_mult},
         "optim": {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer,
                   "backbone_lr": backbone_lr, "head_lr": head_lr, "weight_decay": weight_decay,
-                  "warmup_epochs": warmup_epochs, "label_smoothing": label_smoothing},
+                  "warmup_epochs": warmup_epochs, "label_smoothing": label_smoothing,
+                  "class_weight": class_weight},
         "scaling": {"num_workers": num_workers, "cpus_per_worker": cpus_per_worker, "use_gpu": use_gpu},
-        "seed": seed, "output": output,
+        "seed": seed, "output": output, "metric": metric,
     }
     try:
         cfg = load_config(FinetuneConfig, config, overrides)
@@ -522,7 +529,8 @@ def models(arch: Optional[str] = typer.Argument(None, help="Show this architectu
 
 @data_app.command("materialize")
 def materialize_cmd(
-    name: str = typer.Argument(..., help="Bundled dataset (digits)."),
+    name: str = typer.Argument(..., help="Bundled dataset: digits, elpv (functional/defective), "
+                                         "elpv-severity (p000..p100), elpv-type (mono/poly)."),
     out_dir: Path = typer.Argument(..., help="Folder to write <class>/*.png into."),
     overwrite: bool = typer.Option(False, "--overwrite"),
 ) -> None:

@@ -30,21 +30,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve_and_score(onnx_path: Path, samples: list[tuple[str, int]], class_names: list[str],
-                     log_path: Path) -> tuple[float, float]:
-    """Return (served accuracy over HTTP, the ONNX model's accuracy in-process) on ``samples``
-    (image path, index into ``class_names``)."""
+def served_labels(onnx_path: Path, paths: list[str], log_path: Path, quiet: bool = False) -> list[str]:
+    """Start ``transferkit serve`` on ``onnx_path`` (loopback, a free port), POST every image file
+    of ``paths`` to ``/v1/predict`` as its bytes, and return each top-1 label; the server is
+    stopped afterwards (its log goes to ``log_path``).
+
+    Raises:
+        RuntimeError: the server did not become ready within 120 s.
+        httpx.HTTPStatusError: a request was refused.
+    """
     import httpx
-    import numpy as np
-
-    from transferkit.imaging import load_image
-    from transferkit.serving.model import OnnxClassifier
-
-    clf = OnnxClassifier(str(onnx_path))
-    hold = [(p, clf.class_names.index(class_names[y])) for p, y in samples]
-    x = np.stack([clf.preprocess(load_image(p)) for p, _ in hold])
-    labels = np.array([y for _, y in hold])
-    onnx_acc = float((clf.predict_batch(x).argmax(1) == labels).mean())
 
     port = _free_port()
     log = open(log_path, "w")  # the server's access log, one line per request
@@ -62,21 +57,42 @@ def _serve_and_score(onnx_path: Path, samples: list[tuple[str, int]], class_name
             if proc.poll() is not None or time.time() > deadline:
                 raise RuntimeError("the server did not become ready")
             time.sleep(0.3)
-        print(f"[demo] server ready at {url}; sending {len(hold)} held-out images")
-        correct = 0
+        if not quiet:
+            print(f"[demo] server ready at {url}; sending {len(paths)} held-out images")
+        labels = []
         with httpx.Client(base_url=url, timeout=30) as client:
-            for path, label in hold:
+            for path in paths:
                 kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
                 r = client.post("/v1/predict", content=Path(path).read_bytes(),
                                 headers={"content-type": kind})
                 r.raise_for_status()
-                correct += r.json()["predictions"][0]["label"] == clf.class_names[label]
-        return correct / len(hold), onnx_acc
+                labels.append(r.json()["predictions"][0]["label"])
+        return labels
     finally:
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
-        print(f"[demo] server stopped (its log: {log_path})")
+        if not quiet:
+            print(f"[demo] server stopped (its log: {log_path})")
+
+
+def _serve_and_score(onnx_path: Path, samples: list[tuple[str, int]], class_names: list[str],
+                     log_path: Path) -> tuple[float, float]:
+    """Return (served accuracy over HTTP, the ONNX model's accuracy in-process) on ``samples``
+    (image path, index into ``class_names``)."""
+    import numpy as np
+
+    from transferkit.imaging import load_image
+    from transferkit.serving.model import OnnxClassifier
+
+    clf = OnnxClassifier(str(onnx_path))
+    hold = [(p, clf.class_names.index(class_names[y])) for p, y in samples]
+    x = np.stack([clf.preprocess(load_image(p)) for p, _ in hold])
+    labels = np.array([y for _, y in hold])
+    onnx_acc = float((clf.predict_batch(x).argmax(1) == labels).mean())
+    served = served_labels(onnx_path, [p for p, _ in hold], log_path)
+    correct = sum(s == clf.class_names[y] for s, (_, y) in zip(served, hold))
+    return correct / len(hold), onnx_acc
 
 
 def run_demo(config: Path, output: Path | None = None, force: bool = False) -> float:

@@ -62,3 +62,31 @@ def test_student_takes_the_teachers_preprocessing_and_exports_unchanged(distille
     assert info["arch"] == "mobilenet_v3_small" and info["width_mult"] == 0.5
     rep = export_onnx(ExportConfig(run=str(run), output=str(tmp_path / "student.onnx")))
     assert rep.passed and rep.max_abs_diff <= 1e-4 and rep.top1_agreement == 1.0
+
+
+def test_a_student_cut_from_the_teachers_own_stages_starts_from_its_weights(trained_run, digits_80_20,
+                                                                            tmp_path):
+    """``weights: teacher`` + ``keep_stages``: the frozen stages stay bit-identical to the teacher's
+    fine-tuned ones (so they were loaded from it), the student is a fraction of the teacher, and
+    it exports."""
+    cfg = DistillConfig.model_validate({
+        "teacher": str(trained_run), "data": {"dataset": str(digits_80_20[0])},
+        "model": {"arch": "mobilenet_v2", "weights": "teacher", "width_mult": 1.0, "keep_stages": 4,
+                  "head_hidden": 64, "freeze_depth": 3},
+        "optim": {"epochs": 1}, "scaling": {"num_workers": 2}, "baseline": False,
+        "output": str(tmp_path / "cut")})
+    report = distill(cfg)
+    assert report["parameter_ratio"] < 0.05
+    student, info = load_portable(tmp_path / "cut")
+    teacher, _ = load_portable(trained_run)
+    assert info["keep_stages"] == 4 and info["head_hidden"] == 64
+    assert student.preprocessing == teacher.preprocessing
+    s_sd, t_sd = student.model.state_dict(), teacher.model.state_dict()
+    # stage2 (features.2-3) was trained by the teacher (its freeze depth is 2) and is frozen here:
+    # equal to the teacher's, not to ImageNet's
+    frozen = [k for k in s_sd if k.split(".")[:2] in (["features", "2"], ["features", "3"])]
+    assert frozen and all(torch.equal(s_sd[k], t_sd[k]) for k in frozen)
+    trained = [k for k in s_sd if k.startswith("features.5.") and k.endswith("weight")]
+    assert any(not torch.equal(s_sd[k], t_sd[k]) for k in trained)  # unfrozen stages did train
+    rep = export_onnx(ExportConfig(run=str(tmp_path / "cut"), output=str(tmp_path / "cut.onnx")))
+    assert rep.passed
