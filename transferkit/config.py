@@ -426,7 +426,7 @@ class TuneSettings(_Strict):
     Attributes:
         num_samples: number of trials.
         scheduler: ``asha`` (Li et al. 2020, asynchronous successive halving: stops a trial whose
-            val accuracy at a rung is below the top ``1/reduction_factor`` of the trials seen
+            ``metric`` at a rung is below the top ``1/reduction_factor`` of the trials seen
             there) or ``fifo`` (every trial runs its full budget).
         grace_period: epochs every trial runs before ASHA may stop it.
         reduction_factor: ASHA's eta (keeps the best ``1/eta`` at each rung).

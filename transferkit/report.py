@@ -224,7 +224,7 @@ def _markdown(r: dict[str, Any], has_curves: bool, has_confusion: bool = False) 
         metric = s.get("metric", "val_acc")
         if d:
             lines += [f"## Search: {key}", "",
-                      f"Default values (trial `{d['trial_id']}`, {d.get('epochs_run', '?')} epochs"
+                      f"Default values (trial `{d['trial_id']}`, epochs run: {d.get('epochs_run', '?')}"
                       + (", stopped early" if d.get("stopped_early") else "") + f"): {metric} "
                       f"{_pct(d.get(metric))}; best trial: {_pct(b.get(metric, b.get('val_acc')))}"
                       + (" (the defaults were best)." if s.get("best_is_default") else "."), ""]

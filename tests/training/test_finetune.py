@@ -84,6 +84,8 @@ def test_resume_continues_from_the_last_checkpoint(trained_run, tmp_path):
 def test_mistakes_fail_before_any_worker_starts(tmp_path, digits_dir):
     with pytest.raises(FreezeDepthError, match="allowed 0..9"):
         prepare_run(_cfg(digits_dir, tmp_path / "r1", model={"freeze_depth": 12}))
+    with pytest.raises(ConfigError, match=r"optim.class_weight: 3 weights for 10 classes"):
+        prepare_run(_cfg(digits_dir, tmp_path / "r3", optim={"class_weight": [1.0, 2.0, 3.0]}))
 
 
 def test_workers_that_do_not_fit_the_cluster_are_refused(ray_cluster, digits_dir, tmp_path):

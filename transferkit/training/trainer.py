@@ -139,6 +139,12 @@ def prepare_run(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = Fal
         raise ConfigError(
             f"data: need training and validation images; got {splits.counts()} "
             "(raise data.val_fraction or add a val/ folder)")
+    from transferkit.training.objectives import class_weights
+
+    try:  # checked here, not first in a worker
+        class_weights(cfg.optim.class_weight, [y for _, y in splits.train], len(splits.class_names))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     built = build_model(cfg.model, len(splits.class_names))
     prep = preprocessing or resolve_preprocessing(built, cfg.data.image_size)
     save_config(cfg, run_dir / "config.yaml")
