@@ -188,7 +188,7 @@ def distill(
 @app.command()
 def tune(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML: base config plus a `tune:` section (search space, scheduler, searcher, resources); flags override it."),
-    dataset: Optional[str] = typer.Option(None, help="Bundled name (digits) or an ImageFolder path."),
+    dataset: Optional[str] = typer.Option(None, help="Bundled name (digits, elpv, elpv-severity, elpv-type) or an ImageFolder path."),
     model: Optional[str] = typer.Option(None, "--model", help="Architecture (the student's with --teacher)."),
     weights: Optional[str] = typer.Option(None, help="IMAGENET1K_V1, DEFAULT, none, or a state-dict file."),
     image_size: Optional[int] = typer.Option(None, help="Input size in pixels."),
@@ -277,6 +277,7 @@ def _run_search(fn, *args, **kwargs) -> None:
 def pipeline(
     config: Path = typer.Argument(..., help="Pipeline YAML (see configs/demo-digits.yaml)."),
     output: Optional[str] = typer.Option(None, help="Pipeline folder (overrides the file's `output`)."),
+    dataset: Optional[str] = typer.Option(None, help="Data for every stage (overrides the file's `data.dataset`)."),
     force: bool = typer.Option(False, "--force", help="Re-run every stage, even those already done."),
 ) -> None:
     """Tune -> fine-tune the teacher -> distill the student -> export both to ONNX -> evaluate
@@ -284,7 +285,7 @@ def pipeline(
     from transferkit.config import ConfigError, PipelineConfig, load_config
 
     try:
-        cfg = load_config(PipelineConfig, config, {"output": output})
+        cfg = load_config(PipelineConfig, config, {"output": output, "data": {"dataset": dataset}})
     except ConfigError as exc:
         _fail(str(exc))
     from transferkit.pipeline import run_pipeline

@@ -164,9 +164,33 @@ def validate_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
             raise ConfigError(f"teacher.run: the teacher's classes {t_classes} differ from the data's "
                               f"{classes} (data.dataset = {cfg.data.dataset})")
     stages = stage_configs(cfg)
+    _check_class_options(cfg, stages, classes)
     _check_models(cfg, stages, len(classes))
     _check_resources(stages)
     return stages
+
+
+def _check_class_options(cfg: PipelineConfig, stages: dict[str, Any], classes: list[str]) -> None:
+    """Options that depend on the data's classes: explicit class weights (one per class), the
+    report's positive class, and ``weights: teacher`` (only a student has a teacher)."""
+    from transferkit.training.objectives import class_weights
+
+    for who, run in (("teacher", "teacher"), ("student", "student")):
+        c = stages[run]
+        if c is None:
+            continue
+        if isinstance(c.optim.class_weight, list):
+            try:
+                class_weights(c.optim.class_weight, list(range(len(classes))), len(classes))
+            except ValueError as exc:
+                raise ConfigError(f"{who}.{exc}") from None
+    if stages["teacher"] is not None and stages["teacher"].model.weights == "teacher":
+        raise ConfigError("teacher.model.weights: 'teacher' is for the student (start it from the "
+                          "teacher's weights); give the teacher an enum such as IMAGENET1K_V1, a file, or none")
+    pos = cfg.report.positive_class
+    if pos is not None and pos not in classes:
+        raise ConfigError(f"report.positive_class: {pos!r} is not a class of {cfg.data.dataset} "
+                          f"(classes: {', '.join(classes)})")
 
 
 def _check_models(cfg: PipelineConfig, stages: dict[str, Any], num_classes: int) -> None:

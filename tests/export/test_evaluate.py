@@ -197,6 +197,8 @@ def test_library_errors_name_the_problem(serving_onnx: Path, digit_folder: Path,
         evaluate_onnx(serving_onnx, str(presplit), "test")
     with pytest.raises(ValueError, match="val_fraction"):
         evaluate_onnx(serving_onnx, str(digit_folder), val_fraction=0.7)
+    with pytest.raises(ValueError, match="is a folder"):  # refused before scoring, not after
+        evaluate_onnx(serving_onnx, str(digit_folder), errors_csv=tmp_path)
 
 
 # -- the command line ----------------------------------------------------------------------------------

@@ -343,6 +343,9 @@ def evaluate_onnx(
     validate(EvaluateConfig, {"threads": threads, "latency_batches": list(batch_sizes),
                               "latency_runs": latency_runs}, "evaluate")
     model = Path(model)
+    csv_path = Path(errors_csv) if errors_csv is not None else Path(f"{model.stem}.{split}.misclassified.csv")
+    if csv_path.is_dir():  # refused before the (long) scoring, not after it
+        raise ValueError(f"--errors {csv_path}: is a folder; give the path of a .csv file to write")
     sess, meta, threads = open_model(model, threads)
     splits = resolve_splits(dataset, val_fraction, test_fraction, seed)
     samples = _split_samples(splits, split)
@@ -352,7 +355,6 @@ def evaluate_onnx(
                          "another --split or change the split fractions")
     samples = _to_model_classes(samples, splits.class_names, meta.class_names)
     scores, figures = _figures(sess, meta, samples, batch_sizes, latency_runs)
-    csv_path = Path(errors_csv) if errors_csv is not None else Path(f"{model.stem}.{split}.misclassified.csv")
     wrong = write_misclassified(csv_path, scores, meta.class_names)
     return {"model": str(model.resolve()), "dataset": splits.source, "split": split, **figures,
             "threads": threads, "misclassified": wrong, "misclassified_csv": str(csv_path.resolve())}
