@@ -12,7 +12,23 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["confusion_matrix", "classification_metrics"]
+__all__ = ["softmax", "confusion_matrix", "classification_metrics"]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable softmax over the last axis, in float64.
+
+    Args:
+        logits: ``[..., K]`` array of any float dtype.
+
+    Returns:
+        float64 ``[..., K]`` probabilities in [0, 1], summing to 1 along the last axis.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
 
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> np.ndarray:

@@ -27,7 +27,7 @@ from transferkit.config import DataConfig, EvaluateConfig, validate
 from transferkit.data.folder import Sample, Splits, resolve_splits
 from transferkit.imaging import ImageDecodeError, load_image, preprocess
 from transferkit.metadata import MetadataError, ModelMetadata
-from transferkit.metrics import classification_metrics, confusion_matrix
+from transferkit.metrics import classification_metrics, confusion_matrix, softmax
 
 __all__ = ["SPLITS", "Scores", "onnx_figures", "evaluate_onnx", "score_samples", "latency_ms",
            "write_misclassified"]
@@ -270,10 +270,7 @@ def write_misclassified(path: str | Path, scores: Scores, class_names: Sequence[
     Returns:
         The number of misclassified images (rows written below the header).
     """
-    z = scores.logits.astype(np.float64)
-    z -= z.max(axis=1, keepdims=True)
-    probs = np.exp(z)
-    probs /= probs.sum(axis=1, keepdims=True)
+    probs = softmax(scores.logits)
     pred = probs.argmax(axis=1)
     wrong = np.flatnonzero(pred != scores.labels)
     rows = sorted(wrong, key=lambda i: (-probs[i, pred[i]], scores.paths[i]))

@@ -23,6 +23,7 @@ from PIL import Image
 from transferkit.imaging import ImageDecodeError, ImageTooLargeError, decode_image, preprocess
 from transferkit.errors import TransferkitError
 from transferkit.metadata import ModelMetadata
+from transferkit.metrics import softmax
 
 __all__ = [
     "OnnxClassifier",
@@ -97,21 +98,6 @@ def resolve_threads(requested: int) -> int:
     if requested > cpus:
         log.warning("intra_op_threads=%d exceeds the %d available CPUs; using %d", requested, cpus, cpus)
     return min(requested, cpus)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Numerically stable softmax over the last axis, in float64.
-
-    Args:
-        logits: ``[..., K]`` array of any float dtype.
-
-    Returns:
-        float64 ``[..., K]`` probabilities in [0, 1], summing to 1 along the last axis.
-    """
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def check_pixels(data: bytes, max_pixels: int) -> None:
