@@ -1,0 +1,48 @@
+"""The configs we ship validate as they are, and `configs/elpv.yaml` also validates the way it is
+checked from outside: `data.dataset` replaced by a folder `functional|defective/<type>_cellNNNN.png`
+(no Ray: these are the checks `validate_pipeline` runs before it starts a cluster)."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from transferkit.config import PipelineConfig, load_config
+from transferkit.data.bundled import elpv_cells, elpv_label
+from transferkit.pipeline import _check_class_options, _check_models, _dataset_classes, stage_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_config_validates(name):
+    cfg = load_config(PipelineConfig, ROOT / "configs" / name)
+    assert stage_configs(cfg)["teacher"] is not None
+
+
+@pytest.fixture(scope="module")
+def elpv_folder(tmp_path_factory) -> Path:
+    """20 real cells of each class, copied as the outside check lays them out."""
+    root = tmp_path_factory.mktemp("elpv75")
+    taken = {"functional": 0, "defective": 0}
+    for cell in elpv_cells():
+        label = elpv_label(cell, "defect")
+        if taken[label] < 20:
+            (root / label).mkdir(exist_ok=True)
+            shutil.copyfile(cell.path, root / label / cell.file_name)
+            taken[label] += 1
+    return root
+
+
+def test_elpv_config_runs_on_a_folder_and_its_class_weights_favour_defects(elpv_folder):
+    cfg = load_config(PipelineConfig, ROOT / "configs" / "elpv.yaml",
+                      {"data": {"dataset": str(elpv_folder)}, "output": "/tmp/unused"})
+    classes, n_test = _dataset_classes(cfg)
+    assert classes == ["defective", "functional"] and n_test > 0
+    stages = stage_configs(cfg)
+    _check_class_options(cfg, stages, classes)
+    _check_models(cfg, stages, len(classes))
+    # an explicit list is in class order: the rarer, costlier class must get the larger weight
+    weights = dict(zip(classes, stages["teacher"].optim.class_weight))
+    assert weights["defective"] > weights["functional"]
+    assert cfg.report.positive_class in classes
