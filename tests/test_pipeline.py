@@ -5,6 +5,7 @@ result. Real Ray, real digits, real ONNX Runtime and HTTP."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -19,11 +20,15 @@ def _write(path: Path, cfg: dict) -> Path:
     return path
 
 
-def _tk(*args, timeout=120):
-    t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "transferkit.cli", *map(str, args)],
-                       capture_output=True, text=True, timeout=timeout)
-    return r, time.monotonic() - t0
+def _tk(*args, timeout=120, env=None):
+    return subprocess.run([sys.executable, "-m", "transferkit.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout,
+                          env=None if env is None else {**os.environ, **env})
+
+
+# An address where no Ray cluster listens: a command that reached Ray fails there instead of
+# naming the field, so these tests prove the check ran before Ray started.
+NO_RAY = {"RAY_ADDRESS": "127.0.0.1:1"}
 
 
 def _tiny(digits_dir: Path, out: Path, **over) -> dict:
@@ -58,9 +63,9 @@ def _tiny(digits_dir: Path, out: Path, **over) -> dict:
 ])
 def test_config_mistakes_fail_fast_naming_the_field(digits_dir, tmp_path, override, field):
     conf = _write(tmp_path / "p.yaml", _tiny(digits_dir, tmp_path / "out", **override))
-    r, seconds = _tk("pipeline", conf)
+    r = _tk("pipeline", conf, env=NO_RAY)
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
-    assert field in r.stderr and seconds < 30
+    assert field in r.stderr
     assert not (tmp_path / "out" / "stages").exists()  # nothing ran
 
 
@@ -71,9 +76,8 @@ def test_a_teacher_with_other_classes_is_refused(digits_dir, tmp_path):
     (other / "splits.json").write_text(json.dumps({"class_names": ["cat", "dog"], "train": [],
                                                    "val": [], "test": []}))
     conf = _write(tmp_path / "p.yaml", _tiny(digits_dir, tmp_path / "out", **{"teacher.run": str(other)}))
-    r, seconds = _tk("pipeline", conf)
+    r = _tk("pipeline", conf, env=NO_RAY)
     assert r.returncode == 2 and "teacher.run" in r.stderr and "'cat', 'dog'" in r.stderr
-    assert seconds < 30
 
 
 @pytest.mark.slow
@@ -85,10 +89,10 @@ def test_a_teacher_with_other_classes_is_refused(digits_dir, tmp_path):
 def test_budgets_that_cannot_fit_the_cluster_fail_before_any_worker(ray_cluster, digits_dir, tmp_path,
                                                                       override, field):
     conf = _write(tmp_path / "p.yaml", _tiny(digits_dir, tmp_path / "out", **override))
-    r, seconds = _tk("pipeline", conf)
+    r = _tk("pipeline", conf)
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
-    assert field in r.stderr and seconds < 30
-    assert not (tmp_path / "out" / "stages").exists()
+    assert field in r.stderr
+    assert not (tmp_path / "out" / "stages").exists()  # no stage, so no worker, started
 
 
 def _mtimes(paths):
@@ -130,5 +134,5 @@ def test_killed_during_distillation_resumes_there_and_the_demo_serves_the_studen
     assert "| teacher |" in md and "| student |" in md and (out / "training_curves.png").is_file()
     assert "served over HTTP" in r.stdout and "report:" in r.stdout
     # A third run has nothing to do.
-    r3, _ = _tk("pipeline", conf, timeout=300)
+    r3 = _tk("pipeline", conf, timeout=300)
     assert r3.returncode == 0 and r3.stdout.count("up to date") == 5, r3.stdout[-3000:]
