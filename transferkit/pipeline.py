@@ -181,7 +181,7 @@ def _check_class_options(cfg: PipelineConfig, stages: dict[str, Any], classes: l
             continue
         if isinstance(c.optim.class_weight, list):
             try:
-                class_weights(c.optim.class_weight, list(range(len(classes))), len(classes))
+                class_weights(c.optim.class_weight, [], len(classes))  # a list needs no labels
             except ValueError as exc:
                 raise ConfigError(f"{who}.{exc}") from None
     if stages["teacher"] is not None and stages["teacher"].model.weights == "teacher":
