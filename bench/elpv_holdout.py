@@ -24,8 +24,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from transferkit.data.bundled import elpv_cells, elpv_label
 from transferkit.data.folder import scan_folder
 from transferkit.demo import served_labels
@@ -79,16 +77,26 @@ def main(argv: list[str] | None = None) -> int:
             if f.is_file():
                 rows[name] = score(f, args.holdout, args.pipeline / f"holdout-{name}-server.log")
         classes = next(iter(rows.values()))["classes"]
-        print(f"{'model':<10} {'images':>6} {'accuracy':>9} {'balanced':>9} "
-              + " ".join(f"{'recall ' + c:>18}" for c in classes))
+        print(
+            f"{'model':<10} {'images':>6} {'accuracy':>9} {'balanced':>9} "
+            + " ".join(f"{'recall ' + c:>18}" for c in classes)
+        )
         for name, m in rows.items():
-            print(f"{name:<10} {m['images']:>6} {100 * m['accuracy']:>8.2f}% {100 * m['balanced_accuracy']:>8.2f}% "
-                  + " ".join(f"{100 * m['per_class'][c]['recall']:>17.2f}%" for c in classes))
+            print(
+                f"{name:<10} {m['images']:>6} {100 * m['accuracy']:>8.2f}% {100 * m['balanced_accuracy']:>8.2f}% "
+                + " ".join(f"{100 * m['per_class'][c]['recall']:>17.2f}%" for c in classes)
+            )
         if "teacher" in rows and "student" in rows:
-            print(f"student / teacher accuracy: {rows['student']['accuracy'] / rows['teacher']['accuracy']:.4f}")
+            print(
+                f"student / teacher accuracy: {rows['student']['accuracy'] / rows['teacher']['accuracy']:.4f}"
+            )
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "elpv_holdout.json").write_text(json.dumps(
-            {"pipeline": str(args.pipeline), "holdout": str(args.holdout), "models": rows}, indent=2))
+        (RESULTS / "elpv_holdout.json").write_text(
+            json.dumps(
+                {"pipeline": str(args.pipeline), "holdout": str(args.holdout), "models": rows},
+                indent=2,
+            )
+        )
         print(f"wrote {RESULTS / 'elpv_holdout.json'}")
     return 0
 

@@ -53,12 +53,17 @@ def _image() -> bytes:
 
 def _stats(latencies: list[float], seconds: float) -> dict[str, float]:
     lat = np.asarray(latencies) * 1000.0
-    return {"requests": len(lat), "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
-            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
-            "throughput_rps": len(lat) / seconds}
+    return {
+        "requests": len(lat),
+        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+        "throughput_rps": len(lat) / seconds,
+    }
 
 
-def bench_in_process(model: Path, data: bytes, clients: int, duration: float, threads: int) -> dict[str, float]:
+def bench_in_process(
+    model: Path, data: bytes, clients: int, duration: float, threads: int
+) -> dict[str, float]:
     """Closed loop of ``clients`` threads calling decode + preprocess + ORT run in-process."""
     from transferkit.serving.model import OnnxClassifier
 
@@ -82,7 +87,7 @@ def bench_in_process(model: Path, data: bytes, clients: int, duration: float, th
         t.start()
     for t in ts:
         t.join()
-    return _stats([x for l in lats for x in l], time.perf_counter() - t0)
+    return _stats([x for per_thread in lats for x in per_thread], time.perf_counter() - t0)
 
 
 def _free_port() -> int:
@@ -99,14 +104,35 @@ class _Server:
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "transferkit.serving.server", str(model), "--port", str(self.port),
-             "--threads", str(threads), "--max-batch-size", str(batch), "--max-queue-delay-ms", str(delay_ms),
-             "--max-queue-size", "4096", "--log-level", "warning"],
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            [
+                sys.executable,
+                "-m",
+                "transferkit.serving.server",
+                str(model),
+                "--port",
+                str(self.port),
+                "--threads",
+                str(threads),
+                "--max-batch-size",
+                str(batch),
+                "--max-queue-delay-ms",
+                str(delay_ms),
+                "--max-queue-size",
+                "4096",
+                "--log-level",
+                "warning",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         end = time.monotonic() + 60
         while time.monotonic() < end:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stderr.read().decode(errors='replace')}")
+                raise RuntimeError(
+                    f"server exited: {self.proc.stderr.read().decode(errors='replace')}"
+                )
             try:
                 if httpx.get(self.url + "/v2/health/ready", timeout=2).status_code == 200:
                     return
@@ -126,7 +152,9 @@ class _Server:
                 self.proc.wait()
 
 
-def _http_loop(port: int, path: str, data: bytes, clients: int, duration: float) -> dict[str, float]:
+def _http_loop(
+    port: int, path: str, data: bytes, clients: int, duration: float
+) -> dict[str, float]:
     """Closed loop of ``clients`` threads, each with one keep-alive ``http.client`` connection
     (the standard library's client: a fraction of httpx's per-request cost, so the figures are
     the server's, not the client's)."""
@@ -163,7 +191,7 @@ def _http_loop(port: int, path: str, data: bytes, clients: int, duration: float)
     stop_at[0] = t0 + duration
     for t in ts:
         t.join()
-    out = _stats([x for l in lats for x in l], time.perf_counter() - t0)
+    out = _stats([x for per_thread in lats for x in per_thread], time.perf_counter() - t0)
     out["errors"] = sum(errors)
     return out
 
@@ -183,7 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     name = args.model.stem
     rows: list[dict] = []
     for c in counts:
-        rows.append({"setup": "in-process", "clients": c, **bench_in_process(args.model, data, c, args.duration, args.threads)})
+        rows.append(
+            {
+                "setup": "in-process",
+                "clients": c,
+                **bench_in_process(args.model, data, c, args.duration, args.threads),
+            }
+        )
     for setup, batch in (("server, batching off", 1), ("server, batching on", args.batch)):
         srv = _Server(args.model, args.threads, batch, args.delay_ms)
         try:
@@ -195,8 +229,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"{'setup':<22} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'requests':>9}")
     for r in rows:
-        print(f"{r['setup']:<22} {r['clients']:>7} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-              f"{r['throughput_rps']:>8.1f} {r['requests']:>9}")
+        print(
+            f"{r['setup']:<22} {r['clients']:>7} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+            f"{r['throughput_rps']:>8.1f} {r['requests']:>9}"
+        )
 
     def cell(setup: str, c: int) -> dict:
         return next(r for r in rows if r["setup"] == setup and r["clients"] == c)
@@ -206,19 +242,40 @@ def main(argv: list[str] | None = None) -> int:
         base = cell("in-process", 1)["p50_ms"]
         for setup in ("server, batching off", "server, batching on"):
             checks[f"p50 at 1 client, {setup} <= in-process + 1.5 ms"] = {
-                "server_ms": cell(setup, 1)["p50_ms"], "in_process_ms": base,
-                "pass": cell(setup, 1)["p50_ms"] <= base + 1.5}
+                "server_ms": cell(setup, 1)["p50_ms"],
+                "in_process_ms": base,
+                "pass": cell(setup, 1)["p50_ms"] <= base + 1.5,
+            }
     top = max(counts)
-    on, off = cell("server, batching on", top)["throughput_rps"], cell("server, batching off", top)["throughput_rps"]
-    checks[f"throughput at {top} clients, batching on >= off"] = {"on_rps": on, "off_rps": off, "pass": on >= off}
+    on, off = (
+        cell("server, batching on", top)["throughput_rps"],
+        cell("server, batching off", top)["throughput_rps"],
+    )
+    checks[f"throughput at {top} clients, batching on >= off"] = {
+        "on_rps": on,
+        "off_rps": off,
+        "pass": on >= off,
+    }
     for k, v in checks.items():
         print(f"{'PASS' if v['pass'] else 'FAIL'}  {k}")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"serve-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({
-        "model": str(args.model), "duration_s": args.duration, "batch": args.batch, "delay_ms": args.delay_ms,
-        "threads": args.threads, "cpus": os.cpu_count(), "machine": platform.platform(),
-        "rows": rows, "checks": checks}, indent=2))
+    path.write_text(
+        json.dumps(
+            {
+                "model": str(args.model),
+                "duration_s": args.duration,
+                "batch": args.batch,
+                "delay_ms": args.delay_ms,
+                "threads": args.threads,
+                "cpus": os.cpu_count(),
+                "machine": platform.platform(),
+                "rows": rows,
+                "checks": checks,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {path}")
     return 0
 

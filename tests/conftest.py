@@ -72,10 +72,16 @@ def trained_run(ray_cluster, digits_80_20, tmp_path_factory) -> Path:
     from transferkit.training.trainer import finetune
 
     run = tmp_path_factory.mktemp("runs") / "teacher"
-    cfg = FinetuneConfig.model_validate({
-        "data": {"dataset": str(digits_80_20[0]), "image_size": SMALL},
-        "model": {"arch": "mobilenet_v2", "weights": "IMAGENET1K_V1", "freeze_depth": 2},
-        "optim": {"epochs": 3}, "scaling": {"num_workers": 2}, "output": str(run), "seed": 0})
+    cfg = FinetuneConfig.model_validate(
+        {
+            "data": {"dataset": str(digits_80_20[0]), "image_size": SMALL},
+            "model": {"arch": "mobilenet_v2", "weights": "IMAGENET1K_V1", "freeze_depth": 2},
+            "optim": {"epochs": 3},
+            "scaling": {"num_workers": 2},
+            "output": str(run),
+            "seed": 0,
+        }
+    )
     finetune(cfg)
     return run
 
@@ -107,8 +113,14 @@ def _tiny_cnn():  # torch imported here only: the serving package itself never i
 
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
         nn.Linear(16, len(SERVING_CLASS_NAMES)),
     )
     with torch.no_grad():  # spread the logits so the top-1 class is never a near-tie
@@ -127,16 +139,24 @@ def serving_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("serving_model") / "digits_cnn.onnx"
     torch.onnx.export(
-        _tiny_cnn(), (torch.randn(2, 3, 32, 32),), str(path), dynamo=True,
-        input_names=["input"], output_names=["logits"], dynamic_shapes=({0: "batch"},),
+        _tiny_cnn(),
+        (torch.randn(2, 3, 32, 32),),
+        str(path),
+        dynamo=True,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_shapes=({0: "batch"},),
         external_data=False,
     )
     proto = onnx.load(str(path))
     meta = ModelMetadata(
         class_names=SERVING_CLASS_NAMES,
-        preprocessing=Preprocessing(input_size=32, channels=3, mean=(0.485, 0.456, 0.406),
-                                    std=(0.229, 0.224, 0.225)),
-        arch="tiny_cnn", source_run="tests/conftest.py", extra={"purpose": "serving tests"},
+        preprocessing=Preprocessing(
+            input_size=32, channels=3, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+        ),
+        arch="tiny_cnn",
+        source_run="tests/conftest.py",
+        extra={"purpose": "serving tests"},
     )
     for key, value in meta.to_props().items():
         entry = proto.metadata_props.add()

@@ -9,8 +9,13 @@ import pytest
 
 
 def tk(*args, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "transferkit.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "transferkit.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def test_bad_optimizer_names_the_field_and_allowed_values():
@@ -52,9 +57,25 @@ def test_predict_labels_a_folder_as_csv(exported_onnx, digits_80_20):
 @pytest.mark.slow
 def test_finetune_then_export_from_the_command_line(ray_cluster, digits_80_20, tmp_path):
     run = tmp_path / "cli_run"
-    r = tk("finetune", "--dataset", digits_80_20[0], "--model", "mobilenet_v2", "--weights",
-           "IMAGENET1K_V1", "--image-size", 16, "--freeze-depth", 2, "--epochs", 1,
-           "--num-workers", 2, "--output", run)
+    r = tk(
+        "finetune",
+        "--dataset",
+        digits_80_20[0],
+        "--model",
+        "mobilenet_v2",
+        "--weights",
+        "IMAGENET1K_V1",
+        "--image-size",
+        16,
+        "--freeze-depth",
+        2,
+        "--epochs",
+        1,
+        "--num-workers",
+        2,
+        "--output",
+        run,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "2 workers x batch 16 = global batch 32" in r.stdout and (run / "model.pt").is_file()
     r = tk("finetune", "--dataset", digits_80_20[0], "--output", run)
@@ -79,10 +100,12 @@ def test_predict_with_a_file_that_is_not_onnx_is_a_clear_error(tmp_path):
 @pytest.mark.slow
 def test_predict_needs_no_torch(exported_onnx, digits_80_20):
     """A serving-only install has no torch: `predict` (and `serve`) must not import it."""
-    code = ("import sys; sys.modules['torch'] = None; sys.modules['ray'] = None\n"
-            "from transferkit.cli import main\n"
-            f"sys.argv = ['transferkit', 'predict', {str(exported_onnx)!r}, "
-            f"{str(digits_80_20[1] / '1')!r}]\nmain()")
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['ray'] = None\n"
+        "from transferkit.cli import main\n"
+        f"sys.argv = ['transferkit', 'predict', {str(exported_onnx)!r}, "
+        f"{str(digits_80_20[1] / '1')!r}]\nmain()"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(r.stdout.splitlines()) > 30

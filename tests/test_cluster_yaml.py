@@ -22,7 +22,9 @@ def test_cluster_yaml_passes_rays_validator(cluster_config):
     gpu = prepared["available_node_types"]["gpu_worker"]
     assert gpu["resources"]["GPU"] >= 1 and gpu["node_config"]["InstanceType"].startswith("g")
     assert gpu["min_workers"] == 0 and gpu["max_workers"] >= 1
-    assert prepared["available_node_types"][prepared["head_node_type"]]["resources"].get("GPU", 0) == 0
+    assert (
+        prepared["available_node_types"][prepared["head_node_type"]]["resources"].get("GPU", 0) == 0
+    )
     setup = "\n".join(prepared["setup_commands"])
     assert "torch==2.14.1" in setup and "torchvision==0.29.1" in setup and "transferkit" in setup
 

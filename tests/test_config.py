@@ -2,8 +2,7 @@
 
 import pytest
 
-from transferkit.config import (ConfigError, FinetuneConfig, Preprocessing, load_config,
-                                save_config)
+from transferkit.config import ConfigError, FinetuneConfig, Preprocessing, load_config, save_config
 
 
 def test_unknown_optimizer_names_field_and_allowed_values():
@@ -55,8 +54,11 @@ def test_missing_config_file_is_clear(tmp_path):
 
 def test_flags_not_given_never_reach_validation():
     """Nested ``None`` overrides (options not given) are dropped even without a config file."""
-    cfg = load_config(FinetuneConfig, None, {"data": {"dataset": None, "augment": {"hflip": None}},
-                                             "model": {"arch": "resnet18"}})
+    cfg = load_config(
+        FinetuneConfig,
+        None,
+        {"data": {"dataset": None, "augment": {"hflip": None}}, "model": {"arch": "resnet18"}},
+    )
     assert cfg.data.dataset == "digits" and cfg.model.arch == "resnet18"
 
 
@@ -72,8 +74,13 @@ def test_a_section_written_as_a_plain_value_is_an_error_even_with_empty_override
 def test_a_misspelled_key_suggests_the_field_it_resembles():
     from transferkit.config import PipelineConfig, validate
 
-    with pytest.raises(ConfigError, match=r"student\.kd\.temprature: unknown field; did you mean "
-                                          r"student\.kd\.temperature\?.*known here: temperature"):
+    with pytest.raises(
+        ConfigError,
+        match=r"student\.kd\.temprature: unknown field; did you mean "
+        r"student\.kd\.temperature\?.*known here: temperature",
+    ):
         validate(PipelineConfig, {"student": {"kd": {"temprature": 3}}})
-    with pytest.raises(ConfigError, match=r"teacher\.tune\.serch: .*did you mean teacher\.tune\.search\?"):
+    with pytest.raises(
+        ConfigError, match=r"teacher\.tune\.serch: .*did you mean teacher\.tune\.search\?"
+    ):
         validate(PipelineConfig, {"teacher": {"tune": {"serch": {}}}})

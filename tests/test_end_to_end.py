@@ -1,7 +1,6 @@
 """The first real path end to end: Ray Train -> ONNX -> a real HTTP server on loopback, scored
 on held-out PNG files it never saw."""
 
-import os
 import socket
 import subprocess
 import sys
@@ -29,8 +28,11 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(exported_onnx):
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "transferkit.cli", "serve", str(exported_onnx),
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "transferkit.cli", "serve", str(exported_onnx), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -59,8 +61,9 @@ def test_served_accuracy_equals_the_onnx_models_accuracy(server, exported_onnx, 
     served = []
     with httpx.Client(base_url=server, timeout=30) as client:
         for p, _ in hold:
-            r = client.post("/v1/predict", content=Path(p).read_bytes(),
-                            headers={"content-type": "image/png"})
+            r = client.post(
+                "/v1/predict", content=Path(p).read_bytes(), headers={"content-type": "image/png"}
+            )
             assert r.status_code == 200
             served.append(meta.class_names.index(r.json()["predictions"][0]["label"]))
     served = np.array(served)
@@ -72,7 +75,12 @@ def test_served_accuracy_equals_the_onnx_models_accuracy(server, exported_onnx, 
 
 def test_corrupt_upload_gets_4xx_json_and_the_next_request_succeeds(server, digits_80_20):
     _, hold = scan_folder(digits_80_20[1])
-    r = httpx.post(server + "/v1/predict", files={"file": ("x.png", b"\x89PNG\r\n\x1a\nbroken", "image/png")})
+    r = httpx.post(
+        server + "/v1/predict", files={"file": ("x.png", b"\x89PNG\r\n\x1a\nbroken", "image/png")}
+    )
     assert 400 <= r.status_code < 500 and "error" in r.json()
-    r = httpx.post(server + "/v1/predict", files={"file": ("ok.png", Path(hold[0][0]).read_bytes(), "image/png")})
+    r = httpx.post(
+        server + "/v1/predict",
+        files={"file": ("ok.png", Path(hold[0][0]).read_bytes(), "image/png")},
+    )
     assert r.status_code == 200 and r.json()["predictions"][0]["probability"] > 0

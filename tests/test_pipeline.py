@@ -21,9 +21,13 @@ def _write(path: Path, cfg: dict) -> Path:
 
 
 def _tk(*args, timeout=120, env=None):
-    return subprocess.run([sys.executable, "-m", "transferkit.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout,
-                          env=None if env is None else {**os.environ, **env})
+    return subprocess.run(
+        [sys.executable, "-m", "transferkit.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=None if env is None else {**os.environ, **env},
+    )
 
 
 # An address where no Ray cluster listens: a command that reached Ray fails there instead of
@@ -33,14 +37,25 @@ NO_RAY = {"RAY_ADDRESS": "127.0.0.1:1"}
 
 def _tiny(digits_dir: Path, out: Path, **over) -> dict:
     cfg = {
-        "output": str(out), "seed": 0,
+        "output": str(out),
+        "seed": 0,
         "data": {"dataset": str(digits_dir), "image_size": 16, "test_fraction": 0.2},
-        "teacher": {"model": {"arch": "mobilenet_v2", "weights": "IMAGENET1K_V1", "freeze_depth": 2},
-                    "optim": {"epochs": 1}, "scaling": {"num_workers": 2},
-                    "tune": {"num_samples": 2, "scheduler": "fifo", "epochs": 1,
-                             "search": {"freeze_depth": [2, 4], "backbone_lr": [2e-3]}}},
-        "student": {"model": {"arch": "mobilenet_v3_small", "width_mult": 0.5},
-                    "optim": {"epochs": 4}, "scaling": {"num_workers": 2}},
+        "teacher": {
+            "model": {"arch": "mobilenet_v2", "weights": "IMAGENET1K_V1", "freeze_depth": 2},
+            "optim": {"epochs": 1},
+            "scaling": {"num_workers": 2},
+            "tune": {
+                "num_samples": 2,
+                "scheduler": "fifo",
+                "epochs": 1,
+                "search": {"freeze_depth": [2, 4], "backbone_lr": [2e-3]},
+            },
+        },
+        "student": {
+            "model": {"arch": "mobilenet_v3_small", "width_mult": 0.5},
+            "optim": {"epochs": 4},
+            "scaling": {"num_workers": 2},
+        },
         "export": {"atol": 1e-3},  # 1-epoch, 16 px models: see tests/test_cli.py
         "evaluate": {"latency_runs": 5, "latency_batches": [1, 4]},
     }
@@ -53,14 +68,20 @@ def _tiny(digits_dir: Path, out: Path, **over) -> dict:
     return cfg
 
 
-@pytest.mark.parametrize("override, field", [
-    ({"student.model.arch": "mobilenet_v9"}, "student.model.arch"),
-    ({"teacher.model.freeze_depth": 12}, "teacher.model.freeze_depth"),
-    ({"teacher.tune.search": {"freeze_depth": [0, 30]}}, "teacher.tune.search.freeze_depth"),
-    ({"teacher.tune.scheduler": "asha", "teacher.tune.grace_period": 1}, "teacher.tune.grace_period"),
-    ({"data.test_fraction": 0.0}, "data.test_fraction"),
-    ({"student.kd.temprature": 3}, "student.kd.temprature"),
-])
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ({"student.model.arch": "mobilenet_v9"}, "student.model.arch"),
+        ({"teacher.model.freeze_depth": 12}, "teacher.model.freeze_depth"),
+        ({"teacher.tune.search": {"freeze_depth": [0, 30]}}, "teacher.tune.search.freeze_depth"),
+        (
+            {"teacher.tune.scheduler": "asha", "teacher.tune.grace_period": 1},
+            "teacher.tune.grace_period",
+        ),
+        ({"data.test_fraction": 0.0}, "data.test_fraction"),
+        ({"student.kd.temprature": 3}, "student.kd.temprature"),
+    ],
+)
 def test_config_mistakes_fail_fast_naming_the_field(digits_dir, tmp_path, override, field):
     conf = _write(tmp_path / "p.yaml", _tiny(digits_dir, tmp_path / "out", **override))
     r = _tk("pipeline", conf, env=NO_RAY)
@@ -73,21 +94,31 @@ def test_a_teacher_with_other_classes_is_refused(digits_dir, tmp_path):
     other = tmp_path / "other_teacher"
     other.mkdir()
     (other / "model.pt").write_bytes(b"not used: the classes are read from splits.json")
-    (other / "splits.json").write_text(json.dumps({"class_names": ["cat", "dog"], "train": [],
-                                                   "val": [], "test": []}))
-    conf = _write(tmp_path / "p.yaml", _tiny(digits_dir, tmp_path / "out", **{"teacher.run": str(other)}))
+    (other / "splits.json").write_text(
+        json.dumps({"class_names": ["cat", "dog"], "train": [], "val": [], "test": []})
+    )
+    conf = _write(
+        tmp_path / "p.yaml", _tiny(digits_dir, tmp_path / "out", **{"teacher.run": str(other)})
+    )
     r = _tk("pipeline", conf, env=NO_RAY)
     assert r.returncode == 2 and "teacher.run" in r.stderr and "'cat', 'dog'" in r.stderr
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("override, field", [
-    ({"teacher.scaling.num_workers": 3}, "teacher.scaling"),
-    ({"teacher.tune.scaling": {"num_workers": 2, "cpus_per_worker": 1.0}}, "teacher.tune.scaling"),
-    ({"student.scaling.use_gpu": True}, "student.scaling.use_gpu"),
-])
-def test_budgets_that_cannot_fit_the_cluster_fail_before_any_worker(ray_cluster, digits_dir, tmp_path,
-                                                                      override, field):
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ({"teacher.scaling.num_workers": 3}, "teacher.scaling"),
+        (
+            {"teacher.tune.scaling": {"num_workers": 2, "cpus_per_worker": 1.0}},
+            "teacher.tune.scaling",
+        ),
+        ({"student.scaling.use_gpu": True}, "student.scaling.use_gpu"),
+    ],
+)
+def test_budgets_that_cannot_fit_the_cluster_fail_before_any_worker(
+    ray_cluster, digits_dir, tmp_path, override, field
+):
     conf = _write(tmp_path / "p.yaml", _tiny(digits_dir, tmp_path / "out", **override))
     r = _tk("pipeline", conf)
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
@@ -101,22 +132,32 @@ def _mtimes(paths):
 
 @pytest.mark.slow
 def test_killed_during_distillation_resumes_there_and_the_demo_serves_the_student(
-        ray_cluster, digits_dir, tmp_path):
+    ray_cluster, digits_dir, tmp_path
+):
     out = tmp_path / "pipe"
     conf = _write(tmp_path / "p.yaml", _tiny(digits_dir, out))
     demo = [sys.executable, "-m", "transferkit.demo", "--config", str(conf)]
     proc = subprocess.Popen(demo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 600
     # Kill once Ray Train has registered a checkpoint of the student (its snapshot file lists it).
-    while (not (out / "student" / "checkpoint_manager_snapshot.json").is_file()
-           and proc.poll() is None and time.monotonic() < deadline):
+    while (
+        not (out / "student" / "checkpoint_manager_snapshot.json").is_file()
+        and proc.poll() is None
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.5)
     proc.kill()  # SIGKILL mid-distillation: no chance to clean up
     first, _ = proc.communicate(timeout=60)
     assert list((out / "student").glob("checkpoint_*")), first[-4000:]
     assert json.loads((out / "stages" / "student.json").read_text())["status"] == "running"
-    upstream = _mtimes([out / "teacher" / "model.pt", out / "tune-teacher" / "trials.csv",
-                        out / "stages" / "teacher.json", out / "stages" / "tune-teacher.json"])
+    upstream = _mtimes(
+        [
+            out / "teacher" / "model.pt",
+            out / "tune-teacher" / "trials.csv",
+            out / "stages" / "teacher.json",
+            out / "stages" / "tune-teacher.json",
+        ]
+    )
 
     r = subprocess.run(demo, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-3000:]

@@ -14,12 +14,24 @@ def _cfg(dataset, **over):
     return validate(PipelineConfig, base)
 
 
-@pytest.mark.parametrize("over,field", [
-    ({"teacher": {"optim": {"class_weight": [1.0, 2.0, 3.0]}}}, "teacher.optim.class_weight: 3 weights for 10 classes"),
-    ({"student": {"optim": {"class_weight": [1.0, 2.0]}}}, "student.optim.class_weight: 2 weights for 10 classes"),
-    ({"teacher": {"model": {"weights": "teacher"}}}, "teacher.model.weights"),
-    ({"report": {"positive_class": "defect"}}, "report.positive_class: 'defect' is not a class"),
-])
+@pytest.mark.parametrize(
+    "over,field",
+    [
+        (
+            {"teacher": {"optim": {"class_weight": [1.0, 2.0, 3.0]}}},
+            "teacher.optim.class_weight: 3 weights for 10 classes",
+        ),
+        (
+            {"student": {"optim": {"class_weight": [1.0, 2.0]}}},
+            "student.optim.class_weight: 2 weights for 10 classes",
+        ),
+        ({"teacher": {"model": {"weights": "teacher"}}}, "teacher.model.weights"),
+        (
+            {"report": {"positive_class": "defect"}},
+            "report.positive_class: 'defect' is not a class",
+        ),
+    ],
+)
 def test_class_dependent_mistakes_name_the_field_before_ray(digits_dir, over, field, monkeypatch):
     import ray
 

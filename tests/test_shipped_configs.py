@@ -9,7 +9,12 @@ import pytest
 
 from transferkit.config import PipelineConfig, load_config
 from transferkit.data.bundled import elpv_cells, elpv_label
-from transferkit.pipeline import _check_class_options, _check_models, _dataset_classes, stage_configs
+from transferkit.pipeline import (
+    _check_class_options,
+    _check_models,
+    _dataset_classes,
+    stage_configs,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,8 +40,11 @@ def elpv_folder(tmp_path_factory) -> Path:
 
 
 def test_elpv_config_runs_on_a_folder_and_its_class_weights_favour_defects(elpv_folder):
-    cfg = load_config(PipelineConfig, ROOT / "configs" / "elpv.yaml",
-                      {"data": {"dataset": str(elpv_folder)}, "output": "/tmp/unused"})
+    cfg = load_config(
+        PipelineConfig,
+        ROOT / "configs" / "elpv.yaml",
+        {"data": {"dataset": str(elpv_folder)}, "output": "/tmp/unused"},
+    )
     classes, n_test = _dataset_classes(cfg)
     assert classes == ["defective", "functional"] and n_test > 0
     stages = stage_configs(cfg)

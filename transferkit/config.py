@@ -92,7 +92,7 @@ class Preprocessing(_Strict):
     crop_pct: float = Field(1.0, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
-    def _lengths(self) -> "Preprocessing":
+    def _lengths(self) -> Preprocessing:
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise ValueError(
                 f"mean and std need one value per channel ({self.channels}); "
@@ -195,10 +195,12 @@ class ModelConfig(_Strict):
     head_hidden: int | None = Field(None, ge=1, le=16384)
 
     @model_validator(mode="after")
-    def _hidden_needs_cut(self) -> "ModelConfig":
+    def _hidden_needs_cut(self) -> ModelConfig:
         if self.head_hidden is not None and self.keep_stages is None:
-            raise ValueError("head_hidden is set but keep_stages is not: head_hidden adds a layer "
-                             "after a cut backbone (set model.keep_stages, or drop head_hidden)")
+            raise ValueError(
+                "head_hidden is set but keep_stages is not: head_hidden adds a layer "
+                "after a cut backbone (set model.keep_stages, or drop head_hidden)"
+            )
         return self
 
     @field_validator("weights")
@@ -307,7 +309,7 @@ class KDConfig(_Strict):
     mixup_alpha: float = Field(0.4, ge=0.0, le=10.0)
 
     @model_validator(mode="after")
-    def _some_weight(self) -> "KDConfig":
+    def _some_weight(self) -> KDConfig:
         if self.hard_weight == 0 and self.soft_weight == 0:
             raise ValueError("hard_weight and soft_weight are both 0: nothing to learn from")
         if self.hints and self.hint_weight == 0:
@@ -315,13 +317,19 @@ class KDConfig(_Strict):
         return self
 
 
-def _student_model() -> "ModelConfig":
+def _student_model() -> ModelConfig:
     return ModelConfig(arch="mobilenet_v3_small", weights=None, width_mult=0.5, freeze_depth=0)
 
 
-def _student_optim() -> "OptimConfig":
-    return OptimConfig(epochs=30, backbone_lr=3e-3, head_lr=3e-3, weight_decay=0.05,
-                       warmup_epochs=2.0, label_smoothing=0.0)
+def _student_optim() -> OptimConfig:
+    return OptimConfig(
+        epochs=30,
+        backbone_lr=3e-3,
+        head_lr=3e-3,
+        weight_decay=0.05,
+        warmup_epochs=2.0,
+        label_smoothing=0.0,
+    )
 
 
 class DistillConfig(FinetuneConfig):
@@ -373,7 +381,7 @@ class Range(_Strict):
     log: bool = True
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Range":
+    def _ordered(self) -> Range:
         if self.low > self.high:
             raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
         if self.log and self.low <= 0:
@@ -411,8 +419,9 @@ class SearchSpace(_Strict):
             raise ValueError(f"a non-empty list of depths >= 0 is needed; got {v}")
         return v
 
-    @field_validator("backbone_lr", "head_lr", "weight_decay", "temperature", "hard_weight",
-                     "soft_weight")
+    @field_validator(
+        "backbone_lr", "head_lr", "weight_decay", "temperature", "hard_weight", "soft_weight"
+    )
     @classmethod
     def _non_empty(cls, v):
         if isinstance(v, list) and (not v or any(x < 0 for x in v)):
@@ -569,20 +578,29 @@ class ServeConfig(_Strict):
             data = dict(data)
             if "model" in data:  # the one-model spelling of earlier versions
                 one = data.pop("model")
-                data["models"] = [*([one] if isinstance(one, str) else list(one or [])), *data.get("models", [])]
+                data["models"] = [
+                    *([one] if isinstance(one, str) else list(one or [])),
+                    *data.get("models", []),
+                ]
             if isinstance(data.get("models"), str):
                 data["models"] = [data["models"]]
         return data
 
     @model_validator(mode="after")
-    def _check(self) -> "ServeConfig":
+    def _check(self) -> ServeConfig:
         if not self.models and not self.repository:
-            raise ValueError("models: give at least one .onnx file or a repository folder (repository=REPO)")
+            raise ValueError(
+                "models: give at least one .onnx file or a repository folder (repository=REPO)"
+            )
         if self.name is not None and len(self.models) != 1:
-            raise ValueError(f"name={self.name!r} needs exactly one model file; got {len(self.models)}: "
-                             "name models by their file stem or use a repository folder")
+            raise ValueError(
+                f"name={self.name!r} needs exactly one model file; got {len(self.models)}: "
+                "name models by their file stem or use a repository folder"
+            )
         if self.api_key is not None and not self.api_key.strip():
-            raise ValueError("api_key: must not be empty (leave it unset to turn authentication off)")
+            raise ValueError(
+                "api_key: must not be empty (leave it unset to turn authentication off)"
+            )
         return self
 
 
@@ -727,15 +745,22 @@ def _fields_at(model_cls: type[BaseModel], path: tuple) -> list[str]:
         field = getattr(cls, "model_fields", {}).get(part) if isinstance(part, str) else None
         if field is None:
             return []
-        cls = next((a for a in (field.annotation, *typing.get_args(field.annotation))
-                    if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        cls = next(
+            (
+                a
+                for a in (field.annotation, *typing.get_args(field.annotation))
+                if isinstance(a, type) and issubclass(a, BaseModel)
+            ),
+            None,
+        )
         if cls is None:
             return []
     return list(getattr(cls, "model_fields", {}))
 
 
-def _format_validation_error(exc: ValidationError, source: str,
-                             model_cls: type[BaseModel] | None = None) -> str:
+def _format_validation_error(
+    exc: ValidationError, source: str, model_cls: type[BaseModel] | None = None
+) -> str:
     import difflib
 
     lines = [f"invalid configuration ({source}):"]
@@ -751,10 +776,19 @@ def _format_validation_error(exc: ValidationError, source: str,
         if err.get("type") == "extra_forbidden":
             known = _fields_at(model_cls, path[:-1]) if model_cls is not None else []
             close = difflib.get_close_matches(str(path[-1]), known, n=1) if path else []
-            line = (f"  {loc}: unknown field"
-                    + (f"; did you mean {'.'.join(map(str, path[:-1] + (close[0],)))}?" if close else "")
-                    + (f" (known here: {', '.join(known)})" if known else
-                       " (check the spelling; see the documented fields)"))
+            line = (
+                f"  {loc}: unknown field"
+                + (
+                    f"; did you mean {'.'.join(map(str, path[:-1] + (close[0],)))}?"
+                    if close
+                    else ""
+                )
+                + (
+                    f" (known here: {', '.join(known)})"
+                    if known
+                    else " (check the spelling; see the documented fields)"
+                )
+            )
         elif allowed and str(allowed) not in msg:
             line += f" (allowed: {allowed})"
         if err.get("type") != "missing" and err.get("type") != "extra_forbidden":
@@ -814,7 +848,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(
-    model_cls: type[BaseModel], path: str | Path | None = None, overrides: dict[str, Any] | None = None
+    model_cls: type[BaseModel],
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> Any:
     """Load ``path`` (optional YAML), apply ``overrides`` (nested dict, ``None`` = not given),
     validate into ``model_cls``.

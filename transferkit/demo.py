@@ -30,7 +30,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def served_labels(onnx_path: Path, paths: list[str], log_path: Path, quiet: bool = False) -> list[str]:
+def served_labels(
+    onnx_path: Path, paths: list[str], log_path: Path, quiet: bool = False
+) -> list[str]:
     """Start ``transferkit serve`` on ``onnx_path`` (loopback, a free port), POST every image file
     of ``paths`` to ``/v1/predict`` as its bytes, and return each top-1 label; the server is
     stopped afterwards (its log goes to ``log_path``).
@@ -43,8 +45,11 @@ def served_labels(onnx_path: Path, paths: list[str], log_path: Path, quiet: bool
 
     port = _free_port()
     log = open(log_path, "w")  # the server's access log, one line per request
-    proc = subprocess.Popen([sys.executable, "-m", "transferkit.cli", "serve", str(onnx_path),
-                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "transferkit.cli", "serve", str(onnx_path), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -63,8 +68,9 @@ def served_labels(onnx_path: Path, paths: list[str], log_path: Path, quiet: bool
         with httpx.Client(base_url=url, timeout=30) as client:
             for path in paths:
                 kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
-                r = client.post("/v1/predict", content=Path(path).read_bytes(),
-                                headers={"content-type": kind})
+                r = client.post(
+                    "/v1/predict", content=Path(path).read_bytes(), headers={"content-type": kind}
+                )
                 r.raise_for_status()
                 labels.append(r.json()["predictions"][0]["label"])
         return labels
@@ -76,8 +82,9 @@ def served_labels(onnx_path: Path, paths: list[str], log_path: Path, quiet: bool
             print(f"[demo] server stopped (its log: {log_path})")
 
 
-def _serve_and_score(onnx_path: Path, samples: list[tuple[str, int]], class_names: list[str],
-                     log_path: Path) -> tuple[float, float]:
+def _serve_and_score(
+    onnx_path: Path, samples: list[tuple[str, int]], class_names: list[str], log_path: Path
+) -> tuple[float, float]:
     """Return (served accuracy over HTTP, the ONNX model's accuracy in-process) on ``samples``
     (image path, index into ``class_names``)."""
     import numpy as np
@@ -105,19 +112,26 @@ def run_demo(config: Path, output: Path | None = None, force: bool = False) -> f
     cfg = load_config(PipelineConfig, config, {"output": str(output) if output else None})
     report = run_pipeline(cfg, force=force)
     out = Path(cfg.output).expanduser().resolve()
-    teacher_dir = Path(cfg.teacher.run).expanduser().resolve() if cfg.teacher.run else out / "teacher"
+    teacher_dir = (
+        Path(cfg.teacher.run).expanduser().resolve() if cfg.teacher.run else out / "teacher"
+    )
     splits = Splits.from_json((teacher_dir / "splits.json").read_text())
     served_name = "student" if cfg.student is not None else "teacher"
-    served, onnx_acc = _serve_and_score(out / f"{served_name}.onnx", splits.test, splits.class_names,
-                                        out / "server.log")
-    print(f"[demo] {served_name} served over HTTP on the {len(splits.test)} held-out test digits: "
-          f"{served:.2%} (ONNX model in-process: {onnx_acc:.2%})")
+    served, onnx_acc = _serve_and_score(
+        out / f"{served_name}.onnx", splits.test, splits.class_names, out / "server.log"
+    )
+    print(
+        f"[demo] {served_name} served over HTTP on the {len(splits.test)} held-out test digits: "
+        f"{served:.2%} (ONNX model in-process: {onnx_acc:.2%})"
+    )
     models = report.get("models", {})
     if "teacher" in models and "student" in models:
         t, s = models["teacher"], models["student"]
-        print(f"[demo] teacher {t['test_acc']:.2%} vs student {s['test_acc']:.2%} on their ONNX files "
-              f"(ratio {s['test_acc'] / t['test_acc']:.4f}); {s['parameters']:,} vs {t['parameters']:,} "
-              "parameters")
+        print(
+            f"[demo] teacher {t['test_acc']:.2%} vs student {s['test_acc']:.2%} on their ONNX files "
+            f"(ratio {s['test_acc'] / t['test_acc']:.4f}); {s['parameters']:,} vs {t['parameters']:,} "
+            "parameters"
+        )
     print(f"[demo] report: {report['report_md']}")
     return served
 
@@ -127,7 +141,9 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo-digits.
 
 def main(argv: list[str] | None = None) -> int:
     """CLI of ``python -m transferkit.demo``."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     p.add_argument("--out", type=Path, default=None, help="pipeline folder (default: the config's)")
     p.add_argument("--force", action="store_true", help="re-run every stage")

@@ -15,7 +15,15 @@ from PIL import Image, UnidentifiedImageError
 
 from transferkit.config import Preprocessing
 
-__all__ = ["ImageDecodeError", "ImageTooLargeError", "decode_image", "load_image", "to_mode", "preprocess", "IMAGE_EXTENSIONS"]
+__all__ = [
+    "ImageDecodeError",
+    "ImageTooLargeError",
+    "decode_image",
+    "load_image",
+    "to_mode",
+    "preprocess",
+    "IMAGE_EXTENSIONS",
+]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -65,8 +73,13 @@ def decode_image(data: bytes, max_pixels: int | None = None) -> Image.Image:
         raise ImageDecodeError(
             "cannot decode image: not a recognised image format (PNG, JPEG, BMP, GIF, WebP, TIFF)"
         ) from exc
-    except (OSError, SyntaxError, ValueError,
-            Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
         raise ImageDecodeError(f"cannot decode image: {exc}") from exc
     return img
 
@@ -115,7 +128,9 @@ def resize_and_crop(img: Image.Image, prep: Preprocessing) -> Image.Image:
     left, top = (w - cw) / 2.0, (h - ch) / 2.0
     if (w, h) == (size, size) and prep.crop_pct == 1.0:
         return img
-    return img.resize((size, size), _RESAMPLE[prep.interpolation], box=(left, top, left + cw, top + ch))
+    return img.resize(
+        (size, size), _RESAMPLE[prep.interpolation], box=(left, top, left + cw, top + ch)
+    )
 
 
 def preprocess(img: Image.Image, prep: Preprocessing) -> np.ndarray:

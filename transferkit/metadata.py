@@ -18,8 +18,9 @@ Keys:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from transferkit.config import Preprocessing
 
@@ -68,7 +69,7 @@ class ModelMetadata:
         }
 
     @classmethod
-    def from_props(cls, props: Mapping[str, str]) -> "ModelMetadata":
+    def from_props(cls, props: Mapping[str, str]) -> ModelMetadata:
         """Parse ``metadata_props`` (e.g. ORT's ``get_modelmeta().custom_metadata_map``).
 
         Raises:

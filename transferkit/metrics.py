@@ -8,7 +8,8 @@ true classes, columns the predicted ones.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,9 @@ def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: 
         raise ValueError(f"y_true has {t.size} labels but y_pred {p.size}")
     if t.size and (min(t.min(), p.min()) < 0 or max(t.max(), p.max()) >= num_classes):
         raise ValueError(f"class indices must lie in 0..{num_classes - 1}")
-    return np.bincount(t * num_classes + p, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    return np.bincount(t * num_classes + p, minlength=num_classes**2).reshape(
+        num_classes, num_classes
+    )
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -95,8 +98,14 @@ def classification_metrics(confusion: np.ndarray, class_names: Sequence[str]) ->
         "macro_f1": float(f1[present | (predicted > 0)].mean()) if n else 0.0,
         "images": int(n),
         "classes": list(class_names),
-        "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),
-                             "f1": float(f1[i]), "support": int(support[i])}
-                      for i, name in enumerate(class_names)},
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(class_names)
+        },
         "confusion_matrix": c.astype(np.int64).tolist(),
     }

@@ -31,12 +31,22 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from transferkit.config import (ConfigError, DistillConfig, DistillTuneConfig, ExportConfig,
-                                FinetuneConfig, PipelineConfig, StageTune, TuneConfig, save_config)
+from transferkit.config import (
+    ConfigError,
+    DistillConfig,
+    DistillTuneConfig,
+    ExportConfig,
+    FinetuneConfig,
+    PipelineConfig,
+    StageTune,
+    TuneConfig,
+    save_config,
+)
 from transferkit.errors import TransferkitError
 
 __all__ = ["run_pipeline", "validate_pipeline", "PipelineError", "stage_configs"]
@@ -51,6 +61,7 @@ def _say(msg: str) -> None:
 
 
 # ----------------------------------------------------------------------------- stage configs
+
 
 def _tune_cfg(cls, base: dict[str, Any], tune: StageTune, output: str):
     settings = tune.model_dump(mode="json")
@@ -70,47 +81,76 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
         teacher's folder is ``teacher.run`` when given.
     """
     out = Path(cfg.output).expanduser().resolve()
-    common = {"data": cfg.data.model_dump(mode="json"), "seed": cfg.seed,
-              "keep_checkpoints": cfg.keep_checkpoints, "metric": cfg.metric}
+    common = {
+        "data": cfg.data.model_dump(mode="json"),
+        "seed": cfg.seed,
+        "keep_checkpoints": cfg.keep_checkpoints,
+        "metric": cfg.metric,
+    }
     t = cfg.teacher
-    t_base = {**common, "model": t.model.model_dump(mode="json"), "optim": t.optim.model_dump(mode="json"),
-              "scaling": t.scaling.model_dump(mode="json")}
+    t_base = {
+        **common,
+        "model": t.model.model_dump(mode="json"),
+        "optim": t.optim.model_dump(mode="json"),
+        "scaling": t.scaling.model_dump(mode="json"),
+    }
+
     def search_dir(name: str) -> str:
         return f"{cfg.storage.rstrip('/')}/{name}" if cfg.storage else str(out / name)
 
-    stages: dict[str, Any] = {"tune-teacher": None, "teacher": None, "tune-student": None, "student": None}
+    stages: dict[str, Any] = {
+        "tune-teacher": None,
+        "teacher": None,
+        "tune-student": None,
+        "student": None,
+    }
     if t.run is None:
         if t.tune is not None:
-            stages["tune-teacher"] = _tune_cfg(TuneConfig, t_base, t.tune, search_dir("tune-teacher"))
-        stages["teacher"] = FinetuneConfig.model_validate({**t_base, "output": str(out / "teacher")})
+            stages["tune-teacher"] = _tune_cfg(
+                TuneConfig, t_base, t.tune, search_dir("tune-teacher")
+            )
+        stages["teacher"] = FinetuneConfig.model_validate(
+            {**t_base, "output": str(out / "teacher")}
+        )
     teacher_dir = Path(t.run).expanduser().resolve() if t.run else out / "teacher"
     s = cfg.student
     if s is not None:
-        s_base = {**common, "teacher": str(teacher_dir), "model": s.model.model_dump(mode="json"),
-                  "optim": s.optim.model_dump(mode="json"), "scaling": s.scaling.model_dump(mode="json"),
-                  "kd": s.kd.model_dump(mode="json"), "unlabeled": s.unlabeled}
+        s_base = {
+            **common,
+            "teacher": str(teacher_dir),
+            "model": s.model.model_dump(mode="json"),
+            "optim": s.optim.model_dump(mode="json"),
+            "scaling": s.scaling.model_dump(mode="json"),
+            "kd": s.kd.model_dump(mode="json"),
+            "unlabeled": s.unlabeled,
+        }
         if s.tune is not None:
-            stages["tune-student"] = _tune_cfg(DistillTuneConfig, {**s_base, "baseline": False},
-                                               s.tune, search_dir("tune-student"))
+            stages["tune-student"] = _tune_cfg(
+                DistillTuneConfig, {**s_base, "baseline": False}, s.tune, search_dir("tune-student")
+            )
         stages["student"] = DistillConfig.model_validate(
-            {**s_base, "baseline": s.baseline, "output": str(out / "student")})
+            {**s_base, "baseline": s.baseline, "output": str(out / "student")}
+        )
     return stages
 
 
 # ----------------------------------------------------------------------------- validation
 
+
 def _prefixed(who: str, exc: ConfigError) -> ConfigError:
     """A search stage's error, re-rooted at ``<who>.tune`` (``scaling: ...`` ->
     ``teacher.tune.scaling: ...``, ``tune.max_concurrent_trials`` -> ``teacher.tune.max_...``)."""
     msg = str(exc)
-    return ConfigError(f"{who}.tune.{msg[len('tune.'):] if msg.startswith('tune.') else msg}")
+    return ConfigError(f"{who}.tune.{msg[len('tune.') :] if msg.startswith('tune.') else msg}")
 
 
 def _dataset_classes(cfg: PipelineConfig) -> tuple[list[str], int]:
     from transferkit.data.folder import DatasetError, resolve_splits
 
     try:
-        splits = resolve_splits(cfg.data.dataset, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
+        splits = resolve_splits(
+            cfg.data.dataset, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed
+        )
     except DatasetError as exc:
         raise ConfigError(f"data.dataset: {exc}") from None
     return splits.class_names, len(splits.test)
@@ -150,8 +190,10 @@ def validate_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
             raise ConfigError(f"{who}.model.arch: {exc}") from None
     classes, n_test = _dataset_classes(cfg)
     if n_test == 0:
-        raise ConfigError(f"data.test_fraction: the pipeline scores teacher and student on a test split, "
-                          f"but {cfg.data.dataset} gives none; set data.test_fraction > 0 (e.g. 0.2)")
+        raise ConfigError(
+            f"data.test_fraction: the pipeline scores teacher and student on a test split, "
+            f"but {cfg.data.dataset} gives none; set data.test_fraction > 0 (e.g. 0.2)"
+        )
     if cfg.teacher.run:
         from transferkit.models.portable import PortableModelError, resolve_model_file
 
@@ -161,8 +203,10 @@ def validate_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         except (PortableModelError, FileNotFoundError) as exc:
             raise ConfigError(f"teacher.run: {exc}") from None
         if t_classes != classes:
-            raise ConfigError(f"teacher.run: the teacher's classes {t_classes} differ from the data's "
-                              f"{classes} (data.dataset = {cfg.data.dataset})")
+            raise ConfigError(
+                f"teacher.run: the teacher's classes {t_classes} differ from the data's "
+                f"{classes} (data.dataset = {cfg.data.dataset})"
+            )
     stages = stage_configs(cfg)
     _check_class_options(cfg, stages, classes)
     _check_models(cfg, stages, len(classes))
@@ -185,12 +229,16 @@ def _check_class_options(cfg: PipelineConfig, stages: dict[str, Any], classes: l
             except ValueError as exc:
                 raise ConfigError(f"{who}.{exc}") from None
     if stages["teacher"] is not None and stages["teacher"].model.weights == "teacher":
-        raise ConfigError("teacher.model.weights: 'teacher' is for the student (start it from the "
-                          "teacher's weights); give the teacher an enum such as IMAGENET1K_V1, a file, or none")
+        raise ConfigError(
+            "teacher.model.weights: 'teacher' is for the student (start it from the "
+            "teacher's weights); give the teacher an enum such as IMAGENET1K_V1, a file, or none"
+        )
     pos = cfg.report.positive_class
     if pos is not None and pos not in classes:
-        raise ConfigError(f"report.positive_class: {pos!r} is not a class of {cfg.data.dataset} "
-                          f"(classes: {', '.join(classes)})")
+        raise ConfigError(
+            f"report.positive_class: {pos!r} is not a class of {cfg.data.dataset} "
+            f"(classes: {', '.join(classes)})"
+        )
 
 
 def _check_models(cfg: PipelineConfig, stages: dict[str, Any], num_classes: int) -> None:
@@ -199,27 +247,46 @@ def _check_models(cfg: PipelineConfig, stages: dict[str, Any], num_classes: int)
     from transferkit.tuning.search import check_schedule
     from transferkit.tuning.space import param_space
 
-    for who, run, search in (("teacher", "teacher", "tune-teacher"), ("student", "student", "tune-student")):
+    for who, run, search in (
+        ("teacher", "teacher", "tune-teacher"),
+        ("student", "student", "tune-student"),
+    ):
         c = stages[run]
         if c is None:
             continue
         try:
-            probe = build_model(ModelConfig(arch=c.model.arch, weights=None, width_mult=c.model.width_mult,
-                                            keep_stages=c.model.keep_stages,
-                                            head_hidden=c.model.head_hidden), num_classes, load_weights=False)
+            probe = build_model(
+                ModelConfig(
+                    arch=c.model.arch,
+                    weights=None,
+                    width_mult=c.model.width_mult,
+                    keep_stages=c.model.keep_stages,
+                    head_hidden=c.model.head_hidden,
+                ),
+                num_classes,
+                load_weights=False,
+            )
         except ValueError as exc:  # keep_stages out of range, width_mult unsupported
-            raise ConfigError(f"{who}.{exc}" if str(exc).startswith("model.") else f"{who}.model: {exc}") from None
+            raise ConfigError(
+                f"{who}.{exc}" if str(exc).startswith("model.") else f"{who}.model: {exc}"
+            ) from None
         n = len(probe.stages)
         if c.model.freeze_depth > n:
-            raise ConfigError(f"{who}.model.freeze_depth: {c.model.freeze_depth} exceeds the "
-                              f"{n} stages of {c.model.arch} (allowed: 0..{n})")
+            raise ConfigError(
+                f"{who}.model.freeze_depth: {c.model.freeze_depth} exceeds the "
+                f"{n} stages of {c.model.arch} (allowed: 0..{n})"
+            )
         t = stages[search]
         if t is not None:
             try:
-                param_space(t.tune.search, n, t.model.weights is not None, distill=search == "tune-student")
+                param_space(
+                    t.tune.search, n, t.model.weights is not None, distill=search == "tune-student"
+                )
                 check_schedule(t)
             except ConfigError as exc:
-                msg = str(exc).replace("optim.epochs (--max-epochs", f"{who}.tune.epochs (or {who}.optim.epochs")
+                msg = str(exc).replace(
+                    "optim.epochs (--max-epochs", f"{who}.tune.epochs (or {who}.optim.epochs"
+                )
                 raise ConfigError(f"{who}.{msg}") from None
 
 
@@ -231,7 +298,10 @@ def _check_resources(stages: dict[str, Any]) -> None:
 
     ensure_ray()
     cluster = ray.cluster_resources()
-    for who, run, search in (("teacher", "teacher", "tune-teacher"), ("student", "student", "tune-student")):
+    for who, run, search in (
+        ("teacher", "teacher", "tune-teacher"),
+        ("student", "student", "tune-student"),
+    ):
         if stages[run] is not None:
             try:
                 check_resources(stages[run])
@@ -246,6 +316,7 @@ def _check_resources(stages: dict[str, Any]) -> None:
 
 # ----------------------------------------------------------------------------- stage records
 
+
 def _file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -255,8 +326,10 @@ def _file_digest(path: Path) -> str:
 
 
 def _stage_hash(config: Any, inputs: list[Path]) -> str:
-    payload = {"config": config.model_dump(mode="json") if hasattr(config, "model_dump") else config,
-               "inputs": {str(p): _file_digest(p) for p in inputs}}
+    payload = {
+        "config": config.model_dump(mode="json") if hasattr(config, "model_dump") else config,
+        "inputs": {str(p): _file_digest(p) for p in inputs},
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -290,19 +363,36 @@ def _run_stage(stage: _Stage, records: _Records, force: bool) -> dict[str, Any]:
         _say(f"stage {stage.name}: up to date (config and inputs unchanged), skipped")
         return rec["result"]
     resume = bool(not force and rec and rec["hash"] == digest and rec["status"] == "running")
-    why = ("--force" if force else "resuming an interrupted run" if resume else
-           "config or inputs changed" if rec else "first run")
+    why = (
+        "--force"
+        if force
+        else "resuming an interrupted run"
+        if resume
+        else "config or inputs changed"
+        if rec
+        else "first run"
+    )
     _say(f"stage {stage.name}: running ({why})")
     t0 = time.time()
     records.write(stage.name, {"hash": digest, "status": "running", "started": t0})
     result = stage.run(resume)
-    records.write(stage.name, {"hash": digest, "status": "done", "started": t0, "finished": time.time(),
-                               "seconds": round(time.time() - t0, 1), "result": result})
+    records.write(
+        stage.name,
+        {
+            "hash": digest,
+            "status": "done",
+            "started": t0,
+            "finished": time.time(),
+            "seconds": round(time.time() - t0, 1),
+            "result": result,
+        },
+    )
     _say(f"stage {stage.name}: done in {time.time() - t0:.0f} s")
     return result
 
 
 # ----------------------------------------------------------------------------- stages
+
 
 def _with_best(cfg, tune_result: dict[str, Any] | None):
     if not tune_result:
@@ -324,8 +414,11 @@ def _search(tcfg) -> Callable[[bool], dict[str, Any]]:
                 return resume_search(tcfg.output)
             return tune_search(tcfg, overwrite=True)
         except SearchInterrupted as exc:
-            raise SearchInterrupted(f"{exc}, or run the same `transferkit pipeline` command again "
-                                    "(it continues the search)") from None
+            raise SearchInterrupted(
+                f"{exc}, or run the same `transferkit pipeline` command again "
+                "(it continues the search)"
+            ) from None
+
     return run
 
 
@@ -340,26 +433,41 @@ def _train(fn_name: str, c: Any) -> Callable[[bool], dict[str, Any]]:
         from transferkit.training.distillation import distill
 
         return distill(c, resume=resume, overwrite=not resume)
+
     return run
 
 
-def _export(out: Path, cfg: PipelineConfig, runs: dict[str, Path]) -> Callable[[bool], dict[str, Any]]:
+def _export(
+    out: Path, cfg: PipelineConfig, runs: dict[str, Path]
+) -> Callable[[bool], dict[str, Any]]:
     def run(resume: bool) -> dict[str, Any]:
         from transferkit.export.onnx_export import export_onnx
 
         result = {}
         for name, run_dir in runs.items():
-            rep = export_onnx(ExportConfig(run=str(run_dir), output=str(out / f"{name}.onnx"),
-                                           opset=cfg.export.opset, atol=cfg.export.atol,
-                                           validation_images=cfg.export.validation_images))
-            result[name] = {"onnx": str(out / f"{name}.onnx"), "max_abs_diff": rep.max_abs_diff,
-                            "top1_agreement": rep.top1_agreement, "images_compared": rep.images_compared}
+            rep = export_onnx(
+                ExportConfig(
+                    run=str(run_dir),
+                    output=str(out / f"{name}.onnx"),
+                    opset=cfg.export.opset,
+                    atol=cfg.export.atol,
+                    validation_images=cfg.export.validation_images,
+                )
+            )
+            result[name] = {
+                "onnx": str(out / f"{name}.onnx"),
+                "max_abs_diff": rep.max_abs_diff,
+                "top1_agreement": rep.top1_agreement,
+                "images_compared": rep.images_compared,
+            }
         return result
+
     return run
 
 
-def _evaluate(out: Path, cfg: PipelineConfig, teacher_dir: Path, names: list[str]
-              ) -> Callable[[bool], dict[str, Any]]:
+def _evaluate(
+    out: Path, cfg: PipelineConfig, teacher_dir: Path, names: list[str]
+) -> Callable[[bool], dict[str, Any]]:
     def run(resume: bool) -> dict[str, Any]:
         from transferkit.data.folder import Splits
         from transferkit.export.evaluate import onnx_figures
@@ -367,9 +475,17 @@ def _evaluate(out: Path, cfg: PipelineConfig, teacher_dir: Path, names: list[str
         test = Splits.from_json((teacher_dir / "splits.json").read_text()).test
         if not test:
             raise ConfigError("data.test_fraction: the teacher's run has no test split to score on")
-        return {name: onnx_figures(out / f"{name}.onnx", test, cfg.evaluate.threads,
-                                   cfg.evaluate.latency_batches, cfg.evaluate.latency_runs)
-                for name in names}
+        return {
+            name: onnx_figures(
+                out / f"{name}.onnx",
+                test,
+                cfg.evaluate.threads,
+                cfg.evaluate.latency_batches,
+                cfg.evaluate.latency_runs,
+            )
+            for name in names
+        }
+
     return run
 
 
@@ -394,42 +510,60 @@ def run_pipeline(cfg: PipelineConfig, force: bool = False) -> dict[str, Any]:
     save_config(cfg, out / "pipeline.yaml")
     records = _Records(out)
     results: dict[str, Any] = {}
-    teacher_dir = Path(cfg.teacher.run).expanduser().resolve() if cfg.teacher.run else out / "teacher"
+    teacher_dir = (
+        Path(cfg.teacher.run).expanduser().resolve() if cfg.teacher.run else out / "teacher"
+    )
     if teacher_dir.is_file():
         teacher_dir = teacher_dir.parent
 
     if stages["tune-teacher"] is not None:
         results["tune-teacher"] = _run_stage(
             _Stage("tune-teacher", stages["tune-teacher"], [], _search(stages["tune-teacher"])),
-            records, force)
+            records,
+            force,
+        )
     if stages["teacher"] is not None:
         t_cfg = _with_best(stages["teacher"], results.get("tune-teacher"))
-        results["teacher"] = _run_stage(_Stage("teacher", t_cfg, [], _train("finetune", t_cfg)),
-                                        records, force)
+        results["teacher"] = _run_stage(
+            _Stage("teacher", t_cfg, [], _train("finetune", t_cfg)), records, force
+        )
     runs = {"teacher": teacher_dir}
     if stages["student"] is not None:
         t_model = teacher_dir / "model.pt"
         if stages["tune-student"] is not None:
             results["tune-student"] = _run_stage(
-                _Stage("tune-student", stages["tune-student"], [t_model], _search(stages["tune-student"])),
-                records, force)
+                _Stage(
+                    "tune-student",
+                    stages["tune-student"],
+                    [t_model],
+                    _search(stages["tune-student"]),
+                ),
+                records,
+                force,
+            )
         s_cfg = _with_best(stages["student"], results.get("tune-student"))
-        results["student"] = _run_stage(_Stage("student", s_cfg, [t_model], _train("distill", s_cfg)),
-                                        records, force)
+        results["student"] = _run_stage(
+            _Stage("student", s_cfg, [t_model], _train("distill", s_cfg)), records, force
+        )
         runs["student"] = out / "student"
         if s_cfg.baseline:  # the label-only student, exported and scored like the others
             runs["baseline"] = out / "student" / "baseline"
     model_files = [d / "model.pt" for d in runs.values()]
-    results["export"] = _run_stage(_Stage("export", cfg.export, model_files, _export(out, cfg, runs)),
-                                   records, force)
+    results["export"] = _run_stage(
+        _Stage("export", cfg.export, model_files, _export(out, cfg, runs)), records, force
+    )
     onnx_files = [out / f"{n}.onnx" for n in runs]
     results["evaluate"] = _run_stage(
         _Stage("evaluate", cfg.evaluate, onnx_files, _evaluate(out, cfg, teacher_dir, list(runs))),
-        records, force)
+        records,
+        force,
+    )
     from transferkit.report import write_report
 
-    seconds = {name: (records.read(name) or {}).get("seconds") for name in
-               ("tune-teacher", "teacher", "tune-student", "student", "export", "evaluate")}
+    seconds = {
+        name: (records.read(name) or {}).get("seconds")
+        for name in ("tune-teacher", "teacher", "tune-student", "student", "export", "evaluate")
+    }
     results["seconds"] = {k: v for k, v in seconds.items() if v is not None}
     report = write_report(cfg, out, runs, results)
     _say(f"report: {report['report_md']}")

@@ -36,10 +36,18 @@ def _curves_png(histories: dict[str, list[dict[str, Any]]], path: Path) -> bool:
         if not rows:
             continue
         epochs, color = [r["epoch"] for r in rows], f"C{i}"
-        ax_acc.plot(epochs, [100 * r["val_acc"] for r in rows], marker="o", ms=3, color=color,
-                    label=f"{name} val")
+        ax_acc.plot(
+            epochs,
+            [100 * r["val_acc"] for r in rows],
+            marker="o",
+            ms=3,
+            color=color,
+            label=f"{name} val",
+        )
         ax_loss.plot(epochs, [r["train_loss"] for r in rows], color=color, label=f"{name} train")
-        ax_loss.plot(epochs, [r["val_loss"] for r in rows], ls="--", color=color, label=f"{name} val")
+        ax_loss.plot(
+            epochs, [r["val_loss"] for r in rows], ls="--", color=color, label=f"{name} val"
+        )
     ax_acc.set(xlabel="epoch", ylabel="val top-1 (%)", title="validation accuracy")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss (train: objective, val: cross-entropy)")
     for ax in (ax_acc, ax_loss):
@@ -75,24 +83,38 @@ def _confusion_png(models: dict[str, dict[str, Any]], path: Path) -> bool:
         ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
         for i in range(len(cm)):
             for j in range(len(cm)):
-                ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center",
-                        color="white" if rows[i, j] > 0.5 else "black", fontsize=9)
+                ax.text(
+                    j,
+                    i,
+                    f"{int(cm[i, j])}",
+                    ha="center",
+                    va="center",
+                    color="white" if rows[i, j] > 0.5 else "black",
+                    fontsize=9,
+                )
         ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(len(classes)), classes, fontsize=8)
-        ax.set(xlabel="predicted", ylabel="true",
-               title=f"{name}: acc {100 * m['test_acc']:.1f}%, bal. {100 * m.get('balanced_accuracy', 0):.1f}%")
+        ax.set(
+            xlabel="predicted",
+            ylabel="true",
+            title=f"{name}: acc {100 * m['test_acc']:.1f}%, bal. {100 * m.get('balanced_accuracy', 0):.1f}%",
+        )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
 
 
-_STAGES_OF = {"teacher": ("tune-teacher", "teacher"), "student": ("tune-student", "student"),
-              "baseline": ()}
+_STAGES_OF = {
+    "teacher": ("tune-teacher", "teacher"),
+    "student": ("tune-student", "student"),
+    "baseline": (),
+}
 
 
-def write_report(cfg: PipelineConfig, out: Path, runs: dict[str, Path], results: dict[str, Any]
-                 ) -> dict[str, Any]:
+def write_report(
+    cfg: PipelineConfig, out: Path, runs: dict[str, Path], results: dict[str, Any]
+) -> dict[str, Any]:
     """Write ``report.json``, ``report.md`` and ``training_curves.png`` into ``out``.
 
     Args:
@@ -112,23 +134,34 @@ def write_report(cfg: PipelineConfig, out: Path, runs: dict[str, Path], results:
     has_confusion = _confusion_png(evaluation, confusion)
     seconds = results.get("seconds", {})
     report: dict[str, Any] = {
-        "pipeline": str(out), "data": cfg.data.dataset,
+        "pipeline": str(out),
+        "data": cfg.data.dataset,
         "models": evaluation,
         "positive_class": cfg.report.positive_class,
         "published": [p.model_dump(mode="json") for p in cfg.report.published],
         "seconds": {**seconds, "total": sum(seconds.values())},
         "export": results.get("export", {}),
-        "training": {name: {"run_dir": str(d), "epochs": len(h),
-                            "best_val_acc": max((r["val_acc"] for r in h), default=None)}
-                     for (name, d), h in zip(runs.items(), histories.values())},
+        "training": {
+            name: {
+                "run_dir": str(d),
+                "epochs": len(h),
+                "best_val_acc": max((r["val_acc"] for r in h), default=None),
+            }
+            for (name, d), h in zip(runs.items(), histories.values())
+        },
         "search": {k: results[k] for k in ("tune-teacher", "tune-student") if results.get(k)},
         "artifacts": {
             **{f"{n}_run": str(d) for n, d in runs.items()},
             **{f"{n}_onnx": str(out / f"{n}.onnx") for n in runs},
             **({"training_curves": str(curves)} if has_curves else {}),
             **({"confusion_matrices": str(confusion)} if has_confusion else {}),
-            **{f"{k}_plot": results[k]["plot"] for k in ("tune-teacher", "tune-student") if results.get(k)},
-            "report_md": str(out / "report.md"), "report_json": str(out / "report.json"),
+            **{
+                f"{k}_plot": results[k]["plot"]
+                for k in ("tune-teacher", "tune-student")
+                if results.get(k)
+            },
+            "report_md": str(out / "report.md"),
+            "report_json": str(out / "report.json"),
             "stage_records": str(out / "stages"),
         },
     }
@@ -138,15 +171,20 @@ def write_report(cfg: PipelineConfig, out: Path, runs: dict[str, Path], results:
             "accuracy_ratio": s["test_acc"] / max(t["test_acc"], 1e-12),
             "parameter_ratio": s["parameters"] / max(t["parameters"], 1),
             "file_ratio": s["file_mb"] / t["file_mb"],
-            **{f"p50_speedup_b{b}": t["latency_ms"][b]["p50"] / s["latency_ms"][b]["p50"]
-               for b in t["latency_ms"] if b in s["latency_ms"]},
+            **{
+                f"p50_speedup_b{b}": t["latency_ms"][b]["p50"] / s["latency_ms"][b]["p50"]
+                for b in t["latency_ms"]
+                if b in s["latency_ms"]
+            },
         }
     if "student" in evaluation and "baseline" in evaluation:
         s, b = evaluation["student"], evaluation["baseline"]
         report["distillation_vs_labels_only"] = {
             "accuracy_gain": s["test_acc"] - b["test_acc"],
-            "balanced_accuracy_gain": s.get("balanced_accuracy", 0.0) - b.get("balanced_accuracy", 0.0),
-            "distillation_better": s["test_acc"] > b["test_acc"]}
+            "balanced_accuracy_gain": s.get("balanced_accuracy", 0.0)
+            - b.get("balanced_accuracy", 0.0),
+            "distillation_better": s["test_acc"] > b["test_acc"],
+        }
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     (out / "report.md").write_text(_markdown(report, has_curves, has_confusion))
     report["report_md"], report["report_json"] = str(out / "report.md"), str(out / "report.json")
@@ -164,57 +202,97 @@ def _model_table(r: dict[str, Any]) -> list[str]:
     classes = first.get("classes") or []
     pos = r.get("positive_class")
     recall_cols = [pos] if pos in classes else classes
-    lines = [f"## Models, measured on their ONNX files (ONNX Runtime, CPU, {first['threads']} "
-             f"threads; test split, {first['test_images']} images)", "",
-             "| model | architecture | parameters | ONNX MB | input px | accuracy | balanced acc. | "
-             + "".join(f"recall {c} | " for c in recall_cols)
-             + " | ".join(f"p50 / p99 ms, batch {b}" for b in batches) + " | wall time |",
-             "|---|---|---:|---:|---:|---:|---:|" + "---:|" * (len(recall_cols) + len(batches) + 1)]
+    lines = [
+        f"## Models, measured on their ONNX files (ONNX Runtime, CPU, {first['threads']} "
+        f"threads; test split, {first['test_images']} images)",
+        "",
+        "| model | architecture | parameters | ONNX MB | input px | accuracy | balanced acc. | "
+        + "".join(f"recall {c} | " for c in recall_cols)
+        + " | ".join(f"p50 / p99 ms, batch {b}" for b in batches)
+        + " | wall time |",
+        "|---|---|---:|---:|---:|---:|---:|" + "---:|" * (len(recall_cols) + len(batches) + 1),
+    ]
     for name, m in models.items():
-        lat = " | ".join(f"{m['latency_ms'][b]['p50']:.2f} / {m['latency_ms'][b]['p99']:.2f}" for b in batches)
+        lat = " | ".join(
+            f"{m['latency_ms'][b]['p50']:.2f} / {m['latency_ms'][b]['p99']:.2f}" for b in batches
+        )
         recalls = "".join(f"{_pct(_recall(m, c))} | " for c in recall_cols)
         secs = sum(r["seconds"].get(st, 0.0) for st in _STAGES_OF.get(name, ()))
         wall = f"{secs / 60:.1f} min" if secs else ("in student" if name == "baseline" else "-")
-        lines.append(f"| {name} | {m['arch']} | {m['parameters']:,} | {m['file_mb']:.2f} | "
-                     f"{m['input_size']} | {_pct(m['test_acc'])} | {_pct(m.get('balanced_accuracy'))} | "
-                     f"{recalls}{lat} | {wall} |")
+        lines.append(
+            f"| {name} | {m['arch']} | {m['parameters']:,} | {m['file_mb']:.2f} | "
+            f"{m['input_size']} | {_pct(m['test_acc'])} | {_pct(m.get('balanced_accuracy'))} | "
+            f"{recalls}{lat} | {wall} |"
+        )
     return lines
 
 
 def _markdown(r: dict[str, Any], has_curves: bool, has_confusion: bool = False) -> str:
-    lines = ["# transferkit pipeline report", "", f"Pipeline folder: `{r['pipeline']}`; data: `{r['data']}`.", ""]
+    lines = [
+        "# transferkit pipeline report",
+        "",
+        f"Pipeline folder: `{r['pipeline']}`; data: `{r['data']}`.",
+        "",
+    ]
     if r["seconds"].get("total"):
-        lines += ["Wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in r["seconds"].items()
-                                             if k != "total") + f"; total {r['seconds']['total'] / 60:.1f} min.", ""]
+        lines += [
+            "Wall time: "
+            + ", ".join(f"{k} {v / 60:.1f} min" for k, v in r["seconds"].items() if k != "total")
+            + f"; total {r['seconds']['total'] / 60:.1f} min.",
+            "",
+        ]
     models = r["models"]
     if models:
         lines += _model_table(r)
         if "student_vs_teacher" in r:
             v = r["student_vs_teacher"]
-            lines += ["", f"Student / teacher: accuracy {v['accuracy_ratio']:.4f}, parameters "
-                      f"{v['parameter_ratio']:.3f}, file size {v['file_ratio']:.3f}; p50 speed-up "
-                      + ", ".join(f"{v[k]:.2f}x at batch {k.split('_b')[1]}" for k in v if k.startswith("p50_speedup"))
-                      + "."]
+            lines += [
+                "",
+                f"Student / teacher: accuracy {v['accuracy_ratio']:.4f}, parameters "
+                f"{v['parameter_ratio']:.3f}, file size {v['file_ratio']:.3f}; p50 speed-up "
+                + ", ".join(
+                    f"{v[k]:.2f}x at batch {k.split('_b')[1]}"
+                    for k in v
+                    if k.startswith("p50_speedup")
+                )
+                + ".",
+            ]
         if "distillation_vs_labels_only" in r:
             d = r["distillation_vs_labels_only"]
-            lines += ["", f"Distillation vs the label-only student (same architecture, initialisation and "
-                      f"epochs): accuracy {100 * d['accuracy_gain']:+.2f} pts, balanced accuracy "
-                      f"{100 * d['balanced_accuracy_gain']:+.2f} pts: distillation "
-                      + ("beat" if d["distillation_better"] else "did not beat") + " labels alone on this data."]
+            lines += [
+                "",
+                f"Distillation vs the label-only student (same architecture, initialisation and "
+                f"epochs): accuracy {100 * d['accuracy_gain']:+.2f} pts, balanced accuracy "
+                f"{100 * d['balanced_accuracy_gain']:+.2f} pts: distillation "
+                + ("beat" if d["distillation_better"] else "did not beat")
+                + " labels alone on this data.",
+            ]
         if has_confusion:
             lines += ["", "![confusion matrices](confusion_matrices.png)"]
         lines.append("")
     if r["published"]:
-        lines += ["## Beside published results", "",
-                  "| result | accuracy | source | note |", "|---|---:|---|---|"]
-        lines += [f"| transferkit {n} (this run) | {_pct(m['test_acc'])} | this report | "
-                  f"{m['arch']}, {m['input_size']} px, {m['test_images']} test images |" for n, m in models.items()]
-        lines += [f"| {p['name']} | {_pct(p['accuracy'])} | {p['source']} | {p['note']} |" for p in r["published"]]
+        lines += [
+            "## Beside published results",
+            "",
+            "| result | accuracy | source | note |",
+            "|---|---:|---|---|",
+        ]
+        lines += [
+            f"| transferkit {n} (this run) | {_pct(m['test_acc'])} | this report | "
+            f"{m['arch']}, {m['input_size']} px, {m['test_images']} test images |"
+            for n, m in models.items()
+        ]
+        lines += [
+            f"| {p['name']} | {_pct(p['accuracy'])} | {p['source']} | {p['note']} |"
+            for p in r["published"]
+        ]
         lines.append("")
     lines += ["## Training", ""]
     for name, t in r["training"].items():
         best = t["best_val_acc"]
-        lines.append(f"- {name}: {t['epochs']} epochs, best val top-1 {_pct(best)} (`{t['run_dir']}`)")
+        lines.append(
+            f"- {name}: {t['epochs']} epochs, best val top-1 {_pct(best)} (`{t['run_dir']}`)"
+        )
     if has_curves:
         lines += ["", "![training curves](training_curves.png)"]
     lines.append("")
@@ -223,25 +301,34 @@ def _markdown(r: dict[str, Any], has_curves: bool, has_confusion: bool = False) 
         d = s.get("default")
         metric = s.get("metric", "val_acc")
         if d:
-            lines += [f"## Search: {key}", "",
-                      f"Default values (trial `{d['trial_id']}`, epochs run: {d.get('epochs_run', '?')}"
-                      + (", stopped early" if d.get("stopped_early") else "") + f"): {metric} "
-                      f"{_pct(d.get(metric))}; best trial: {_pct(b.get(metric, b.get('val_acc')))}"
-                      + (" (the defaults were best)." if s.get("best_is_default") else "."), ""]
+            lines += [
+                f"## Search: {key}",
+                "",
+                f"Default values (trial `{d['trial_id']}`, epochs run: {d.get('epochs_run', '?')}"
+                + (", stopped early" if d.get("stopped_early") else "")
+                + f"): {metric} "
+                f"{_pct(d.get(metric))}; best trial: {_pct(b.get(metric, b.get('val_acc')))}"
+                + (" (the defaults were best)." if s.get("best_is_default") else "."),
+                "",
+            ]
         else:
             lines += [f"## Search: {key}", ""]
         lines += [
-                  f"{s['num_trials']} trials, {s['trial_epochs']} trial-epochs of "
-                  f"{s['num_trials'] * s['max_epochs']} possible ({s['stopped_early']} stopped early by ASHA, "
-                  f"{s['errored']} failed). Best trial `{b['trial_id']}`: val top-1 {_pct(b['val_acc'])} at "
-                  f"epoch {b['epoch']} with `{json.dumps(b['config'])}`. All trials: `{s['trials_csv']}`.", "",
-                  f"![{key}]({Path(s['plot']).relative_to(r['pipeline']) if s['plot'].startswith(r['pipeline']) else s['plot']})",
-                  ""]
+            f"{s['num_trials']} trials, {s['trial_epochs']} trial-epochs of "
+            f"{s['num_trials'] * s['max_epochs']} possible ({s['stopped_early']} stopped early by ASHA, "
+            f"{s['errored']} failed). Best trial `{b['trial_id']}`: val top-1 {_pct(b['val_acc'])} at "
+            f"epoch {b['epoch']} with `{json.dumps(b['config'])}`. All trials: `{s['trials_csv']}`.",
+            "",
+            f"![{key}]({Path(s['plot']).relative_to(r['pipeline']) if s['plot'].startswith(r['pipeline']) else s['plot']})",
+            "",
+        ]
     if r["export"]:
         lines += ["## Export checks (ONNX vs PyTorch)", ""]
         for name, e in r["export"].items():
-            lines.append(f"- {name}: max |logit difference| {e['max_abs_diff']:.2e}, top-1 agreement "
-                         f"{_pct(e['top1_agreement'])} on {e['images_compared']} images")
+            lines.append(
+                f"- {name}: max |logit difference| {e['max_abs_diff']:.2e}, top-1 agreement "
+                f"{_pct(e['top1_agreement'])} on {e['images_compared']} images"
+            )
         lines.append("")
     lines += ["## Artifacts", ""] + [f"- {k}: `{v}`" for k, v in r["artifacts"].items()]
     return "\n".join(lines) + "\n"

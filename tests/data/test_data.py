@@ -41,7 +41,11 @@ def test_stratified_split_is_seeded_disjoint_and_balanced(digits_dir):
 
 def test_presplit_folder_is_used_as_is(tmp_path, digits_dir):
     _, samples = scan_folder(digits_dir)
-    for split, items in (("train", samples[:40]), ("val", samples[40:50]), ("test", samples[50:60])):
+    for split, items in (
+        ("train", samples[:40]),
+        ("val", samples[40:50]),
+        ("test", samples[50:60]),
+    ):
         for p, y in items:
             d = tmp_path / split / str(y)
             d.mkdir(parents=True, exist_ok=True)
@@ -81,8 +85,9 @@ def test_grey_becomes_three_channels_normalised():
 
 
 def test_center_crop_pct_keeps_the_middle():
-    prep = Preprocessing(input_size=8, crop_pct=0.5, mean=(0, 0, 0), std=(1, 1, 1),
-                         interpolation="nearest")
+    prep = Preprocessing(
+        input_size=8, crop_pct=0.5, mean=(0, 0, 0), std=(1, 1, 1), interpolation="nearest"
+    )
     arr = np.zeros((16, 16), np.uint8)
     arr[4:12, 4:12] = 255  # the middle 8x8 is white
     x = preprocess(Image.fromarray(arr, "L"), prep)

@@ -14,9 +14,11 @@ from transferkit.data.folder import scan_folder
 
 # Deitsch et al. 2019 / the package's labels.csv: 2,624 cells; probabilities 0: 1,508, 1/3: 295,
 # 2/3: 106, 1: 715; 1,074 mono, 1,550 poly.
-PUBLISHED = {"defect": {"functional": 1508 + 295, "defective": 106 + 715},
-             "severity": {"p000": 1508, "p033": 295, "p067": 106, "p100": 715},
-             "type": {"mono": 1074, "poly": 1550}}
+PUBLISHED = {
+    "defect": {"functional": 1508 + 295, "defective": 106 + 715},
+    "severity": {"p000": 1508, "p033": 295, "p067": 106, "p100": 715},
+    "type": {"mono": 1074, "poly": 1550},
+}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def test_defect_scheme_thresholds_at_one_half_and_keeps_ids_and_types(elpv_dir):
     counts = Counter(names[y] for _, y in samples)
     assert counts == PUBLISHED["defect"]
     by_name = {c.file_name: c for c in elpv_cells()}
-    for path, y in samples[:: 97]:
+    for path, y in samples[::97]:
         cell = by_name[Path(path).name]  # <type>_cellNNNN.png
         assert Path(path).name == f"{cell.cell_type}_{cell.path.name}"
         assert names[y] == ("defective" if cell.probability >= 0.5 else "functional")
@@ -62,18 +64,24 @@ def test_other_label_schemes_have_the_published_counts(tmp_path, name, scheme):
 
 
 def test_without_the_extra_the_error_names_it(tmp_path):
-    code = ("import sys; sys.modules['elpv_dataset'] = None\n"
-            "from transferkit.data.bundled import materialize\n"
-            f"materialize('elpv', {str(tmp_path / 'x')!r})\n")
+    code = (
+        "import sys; sys.modules['elpv_dataset'] = None\n"
+        "from transferkit.data.bundled import materialize\n"
+        f"materialize('elpv', {str(tmp_path / 'x')!r})\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode != 0
     assert "transferkit[datasets]" in r.stderr and "elpv-dataset" in r.stderr
 
 
 def test_cli_without_the_extra_exits_2_naming_it(tmp_path):
-    code = ("import sys; sys.modules['elpv_dataset'] = None\n"
-            "sys.argv = ['transferkit', 'data', 'materialize', 'elpv', " + repr(str(tmp_path / "x")) + "]\n"
-            "from transferkit.cli import main; main()\n")
+    code = (
+        "import sys; sys.modules['elpv_dataset'] = None\n"
+        "sys.argv = ['transferkit', 'data', 'materialize', 'elpv', "
+        + repr(str(tmp_path / "x"))
+        + "]\n"
+        "from transferkit.cli import main; main()\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 2, r.stderr
     assert "transferkit[datasets]" in r.stderr and "Traceback" not in r.stderr

@@ -48,8 +48,9 @@ def test_onnx_matches_pytorch_on_the_whole_test_split(exported_onnx, trained_run
 def test_a_failed_check_fails_the_export_and_leaves_no_file(trained_run, tmp_path):
     out = tmp_path / "strict.onnx"
     with pytest.raises(ExportValidationError, match="max abs logit difference") as e:
-        export_onnx(ExportConfig(run=str(trained_run), output=str(out), atol=1e-12,
-                                 validation_images=8))
+        export_onnx(
+            ExportConfig(run=str(trained_run), output=str(out), atol=1e-12, validation_images=8)
+        )
     assert not out.exists()
     assert e.value.report["images_compared"] == 8
     assert json.loads(out.with_suffix(".export.json").read_text())["passed"] is False

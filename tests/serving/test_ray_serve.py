@@ -16,22 +16,41 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-
 from test_serving import REPO, Server, _free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
-def test_ray_serve_answers_like_the_plain_server(ray_cluster, serving_onnx: Path, tmp_path: Path, china_jpg: bytes) -> None:
+def test_ray_serve_answers_like_the_plain_server(
+    ray_cluster, serving_onnx: Path, tmp_path: Path, china_jpg: bytes
+) -> None:
     pytest.importorskip("ray.serve")
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
     log_path = tmp_path / "ray_serve.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "transferkit.cli", "serve", "--ray", "--replicas", "1", "--replica-cpus", "0.5",
-             str(serving_onnx), "--port", str(port), "--max-batch-size", "4"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "transferkit.cli",
+                "serve",
+                "--ray",
+                "--replicas",
+                "1",
+                "--replica-cpus",
+                "0.5",
+                str(serving_onnx),
+                "--port",
+                str(port),
+                "--max-batch-size",
+                "4",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     plain = Server(serving_onnx, tmp_path / "plain.log", "--log-level", "warning")
     url = f"http://127.0.0.1:{port}"
     try:
@@ -48,17 +67,27 @@ def test_ray_serve_answers_like_the_plain_server(ray_cluster, serving_onnx: Path
             time.sleep(1)
         for path, kwargs in (
             ("/v1/predict", {"content": china_jpg, "headers": {"content-type": "image/jpeg"}}),
-            ("/v2/models/digits_cnn/infer", {"content": china_jpg, "headers": {"content-type": "image/jpeg"}}),
+            (
+                "/v2/models/digits_cnn/infer",
+                {"content": china_jpg, "headers": {"content-type": "image/jpeg"}},
+            ),
         ):
             a = httpx.post(url + path, timeout=60, **kwargs)
             b = httpx.post(plain.url + path, timeout=60, **kwargs)
             assert a.status_code == b.status_code == 200, (a.text, b.text)
             if path == "/v1/predict":
-                assert [p["label"] for p in a.json()["predictions"]] == [p["label"] for p in b.json()["predictions"]]
-                np.testing.assert_allclose([p["probability"] for p in a.json()["predictions"]],
-                                           [p["probability"] for p in b.json()["predictions"]], atol=1e-5)
+                assert [p["label"] for p in a.json()["predictions"]] == [
+                    p["label"] for p in b.json()["predictions"]
+                ]
+                np.testing.assert_allclose(
+                    [p["probability"] for p in a.json()["predictions"]],
+                    [p["probability"] for p in b.json()["predictions"]],
+                    atol=1e-5,
+                )
             else:
-                np.testing.assert_allclose(a.json()["outputs"][0]["data"], b.json()["outputs"][0]["data"], atol=1e-4)
+                np.testing.assert_allclose(
+                    a.json()["outputs"][0]["data"], b.json()["outputs"][0]["data"], atol=1e-4
+                )
         meta = httpx.get(url + "/v2/models/digits_cnn", timeout=30).json()
         assert meta["inputs"][0]["shape"] == [-1, 3, 32, 32]
         assert meta["parameters"]["intra_op_threads"] == 1  # = the replica's CPUs (at least 1)

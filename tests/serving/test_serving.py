@@ -15,9 +15,9 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import numpy as np
@@ -50,10 +50,23 @@ class Server:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-        cmd = [sys.executable, "-m", "transferkit.serving.server", str(model), "--port", str(self.port), *extra]
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "transferkit.serving.server",
+            str(model),
+            "--port",
+            str(self.port),
+            *extra,
+        ]
         self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -88,9 +101,18 @@ class Server:
 @pytest.fixture(scope="module")
 def server(serving_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = Server(
-        serving_onnx, tmp_path_factory.mktemp("server") / "server.log",
-        "--max-body-bytes", str(MAX_BODY), "--max-image-pixels", str(MAX_PIXELS),
-        "--top-k", str(DEFAULT_TOP_K), "--threads", "1", "--log-level", "warning",
+        serving_onnx,
+        tmp_path_factory.mktemp("server") / "server.log",
+        "--max-body-bytes",
+        str(MAX_BODY),
+        "--max-image-pixels",
+        str(MAX_PIXELS),
+        "--top-k",
+        str(DEFAULT_TOP_K),
+        "--threads",
+        "1",
+        "--log-level",
+        "warning",
     )
     try:
         srv.wait_for("/v2/health/ready")
@@ -126,14 +148,21 @@ def png(img: Image.Image) -> bytes:
 
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    return (
+        struct.pack(">I", len(payload))
+        + kind
+        + payload
+        + struct.pack(">I", zlib.crc32(kind + payload))
+    )
 
 
 def png_bomb(width: int, height: int) -> bytes:
     """A tiny PNG whose IHDR declares ``width`` x ``height`` (8-bit grey) over one row of data."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     idat = zlib.compress(b"\0" * (width + 1))
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+    )
 
 
 # -- tests -----------------------------------------------------------------------------------------
@@ -147,11 +176,15 @@ def test_import_is_light() -> None:
         "assert not heavy, heavy\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
 
 
-def test_preprocess_equals_imaging(serving_onnx: Path, digit_pngs: list[bytes], china_jpg: bytes) -> None:
+def test_preprocess_equals_imaging(
+    serving_onnx: Path, digit_pngs: list[bytes], china_jpg: bytes
+) -> None:
     from transferkit.serving import OnnxClassifier
 
     clf = OnnxClassifier(serving_onnx, intra_op_threads=1)
@@ -200,26 +233,40 @@ def test_predictions_match_in_process_ort(
             assert p["probability"] == pytest.approx(probs[names.index(p["label"])], abs=1e-5)
 
 
-def test_multipart_and_raw_bytes_agree(client: httpx.Client, china_jpg: bytes, digit_pngs: list[bytes]) -> None:
+def test_multipart_and_raw_bytes_agree(
+    client: httpx.Client, china_jpg: bytes, digit_pngs: list[bytes]
+) -> None:
     for data in (china_jpg, digit_pngs[3]):
-        raw = client.post("/v1/predict", content=data, headers={"content-type": "application/octet-stream"})
+        raw = client.post(
+            "/v1/predict", content=data, headers={"content-type": "application/octet-stream"}
+        )
         assert raw.status_code == 200, raw.text
         for field in ("file", "image"):
             multi = client.post(
-                "/v1/predict", files={field: ("x.bin", data, "application/octet-stream")},
+                "/v1/predict",
+                files={field: ("x.bin", data, "application/octet-stream")},
                 data={"note": "a text field first"},
             )
             assert multi.status_code == 200, multi.text
-            assert [p["label"] for p in multi.json()["predictions"]] == [p["label"] for p in raw.json()["predictions"]]
+            assert [p["label"] for p in multi.json()["predictions"]] == [
+                p["label"] for p in raw.json()["predictions"]
+            ]
             np.testing.assert_allclose(
                 [p["probability"] for p in multi.json()["predictions"]],
-                [p["probability"] for p in raw.json()["predictions"]], rtol=0, atol=1e-12,
+                [p["probability"] for p in raw.json()["predictions"]],
+                rtol=0,
+                atol=1e-12,
             )
 
 
 def test_top_k_query(client: httpx.Client, china_jpg: bytes) -> None:
     def post(k):
-        return client.post("/v1/predict", params={"top_k": k}, content=china_jpg, headers={"content-type": "image/jpeg"})
+        return client.post(
+            "/v1/predict",
+            params={"top_k": k},
+            content=china_jpg,
+            headers={"content-type": "image/jpeg"},
+        )
 
     assert len(post(1).json()["predictions"]) == 1
     everything = post(1000).json()["predictions"]
@@ -234,26 +281,67 @@ def _cases(china_jpg: bytes) -> list[tuple[str, dict, int]]:
     china_png = png(Image.open(io.BytesIO(china_jpg)))
     return [
         ("corrupt", {"content": os.urandom(4096), "headers": {"content-type": "image/png"}}, 400),
-        ("png signature, junk after", {"content": china_png[:16] + b"\0" * 500, "headers": {"content-type": "image/png"}}, 400),
-        ("truncated png", {"content": china_png[: len(china_png) // 2], "headers": {"content-type": "image/png"}}, 400),
+        (
+            "png signature, junk after",
+            {"content": china_png[:16] + b"\0" * 500, "headers": {"content-type": "image/png"}},
+            400,
+        ),
+        (
+            "truncated png",
+            {"content": china_png[: len(china_png) // 2], "headers": {"content-type": "image/png"}},
+            400,
+        ),
         ("empty body", {"content": b"", "headers": {"content-type": "image/png"}}, 400),
         ("empty upload", {"files": {"file": ("empty.png", b"", "image/png")}}, 400),
-        ("text as octet-stream", {"content": b"hello, world\n" * 20, "headers": {"content-type": "application/octet-stream"}}, 400),
+        (
+            "text as octet-stream",
+            {
+                "content": b"hello, world\n" * 20,
+                "headers": {"content-type": "application/octet-stream"},
+            },
+            400,
+        ),
         ("text upload", {"files": {"file": ("notes.txt", b"not an image\n", "text/plain")}}, 400),
-        ("text/plain body", {"content": b"not an image", "headers": {"content-type": "text/plain"}}, 415),
+        (
+            "text/plain body",
+            {"content": b"not an image", "headers": {"content-type": "text/plain"}},
+            415,
+        ),
         ("json body", {"json": {"instances": [[0.0]]}}, 415),
         ("multipart without a file", {"data": {"image": "not a file"}, "files": {}}, 400),
-        ("too many pixels", {"content": png(Image.new("L", (2000, 1000))), "headers": {"content-type": "image/png"}}, 422),
-        ("long strip over the pixel limit", {"content": png(Image.new("L", (1, 2_000_000))), "headers": {"content-type": "image/png"}}, 422),
-        ("decompression bomb header", {"content": png_bomb(100_000, 100_000), "headers": {"content-type": "image/png"}}, 422),
+        (
+            "too many pixels",
+            {
+                "content": png(Image.new("L", (2000, 1000))),
+                "headers": {"content-type": "image/png"},
+            },
+            422,
+        ),
+        (
+            "long strip over the pixel limit",
+            {
+                "content": png(Image.new("L", (1, 2_000_000))),
+                "headers": {"content-type": "image/png"},
+            },
+            422,
+        ),
+        (
+            "decompression bomb header",
+            {"content": png_bomb(100_000, 100_000), "headers": {"content-type": "image/png"}},
+            422,
+        ),
     ]
 
 
-def test_bad_input_is_4xx_json_and_server_keeps_serving(client: httpx.Client, china_jpg: bytes) -> None:
+def test_bad_input_is_4xx_json_and_server_keeps_serving(
+    client: httpx.Client, china_jpg: bytes
+) -> None:
     for label, kwargs, status in _cases(china_jpg):
         if kwargs.get("files") == {}:  # force multipart encoding with text fields only
-            kwargs = {"content": b"--b\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\nnot a file\r\n--b--\r\n",
-                      "headers": {"content-type": "multipart/form-data; boundary=b"}}
+            kwargs = {
+                "content": b'--b\r\nContent-Disposition: form-data; name="image"\r\n\r\nnot a file\r\n--b--\r\n',
+                "headers": {"content-type": "multipart/form-data; boundary=b"},
+            }
         r = client.post("/v1/predict", **kwargs)
         assert r.status_code == status, f"{label}: {r.status_code} {r.text}"
         assert isinstance(r.json()["error"], str) and r.json()["error"], label
@@ -264,23 +352,35 @@ def test_bad_input_is_4xx_json_and_server_keeps_serving(client: httpx.Client, ch
 def test_extreme_aspect_ratio_is_served_without_a_huge_resize(client: httpx.Client) -> None:
     """A 1 x 100,000 strip is a valid image: the crop box is resampled directly (no 32 x 3.2e6
     intermediate), so it is answered, quickly."""
-    r = client.post("/v1/predict", content=png(Image.new("L", (1, 100_000))),
-                    headers={"content-type": "image/png"})
+    r = client.post(
+        "/v1/predict",
+        content=png(Image.new("L", (1, 100_000))),
+        headers={"content-type": "image/png"},
+    )
     assert r.status_code == 200 and len(r.json()["predictions"]) >= 1
 
 
 def test_body_over_limit_is_413(client: httpx.Client, china_jpg: bytes) -> None:
     big = os.urandom(MAX_BODY + 1)
-    r = client.post("/v1/predict", content=big, headers={"content-type": "application/octet-stream"})
+    r = client.post(
+        "/v1/predict", content=big, headers={"content-type": "application/octet-stream"}
+    )
     assert r.status_code == 413 and "limit" in r.json()["error"]
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: the server counts while streaming
         for i in range(0, len(big), 64 * 1024):
             yield big[i : i + 64 * 1024]
 
-    r = client.post("/v1/predict", content=chunks(), headers={"content-type": "application/octet-stream"})
+    r = client.post(
+        "/v1/predict", content=chunks(), headers={"content-type": "application/octet-stream"}
+    )
     assert r.status_code == 413 and "limit" in r.json()["error"]
-    assert client.post("/v1/predict", content=china_jpg, headers={"content-type": "image/jpeg"}).status_code == 200
+    assert (
+        client.post(
+            "/v1/predict", content=china_jpg, headers={"content-type": "image/jpeg"}
+        ).status_code
+        == 200
+    )
 
 
 def test_unknown_route_is_json_404(client: httpx.Client) -> None:
@@ -288,7 +388,9 @@ def test_unknown_route_is_json_404(client: httpx.Client) -> None:
     assert r.status_code == 404 and "error" in r.json()
 
 
-def test_concurrent_requests_agree(client: httpx.Client, server: Server, digit_pngs: list[bytes]) -> None:
+def test_concurrent_requests_agree(
+    client: httpx.Client, server: Server, digit_pngs: list[bytes]
+) -> None:
     def predict(data: bytes) -> list[dict]:
         r = client.post("/v1/predict", content=data, headers={"content-type": "image/png"})
         assert r.status_code == 200, r.text
@@ -302,7 +404,9 @@ def test_concurrent_requests_agree(client: httpx.Client, server: Server, digit_p
     assert server.proc.poll() is None
 
 
-def test_lazy_server_not_ready_when_model_fails_and_sigterm_is_graceful(tmp_path: Path, china_jpg: bytes) -> None:
+def test_lazy_server_not_ready_when_model_fails_and_sigterm_is_graceful(
+    tmp_path: Path, china_jpg: bytes
+) -> None:
     bad = tmp_path / "broken.onnx"
     bad.write_text("this is not an ONNX file")
     srv = Server(bad, tmp_path / "server.log", "--lazy", "--log-level", "info")
@@ -311,7 +415,12 @@ def test_lazy_server_not_ready_when_model_fails_and_sigterm_is_graceful(tmp_path
         srv.wait_for("/v2/health/ready", status=503)
         r = httpx.get(srv.url + "/v2/health/ready", timeout=10)
         assert "failed to load" in r.json()["error"]
-        r = httpx.post(srv.url + "/v1/predict", content=china_jpg, headers={"content-type": "image/jpeg"}, timeout=10)
+        r = httpx.post(
+            srv.url + "/v1/predict",
+            content=china_jpg,
+            headers={"content-type": "image/jpeg"},
+            timeout=10,
+        )
         assert r.status_code == 503 and "error" in r.json()
         assert httpx.get(srv.url + "/v1/model", timeout=10).status_code == 503
     finally:
@@ -332,8 +441,19 @@ def test_eager_server_refuses_file_without_metadata(tmp_path: Path, serving_onnx
     onnx.save(proto, str(plain))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run(
-        [sys.executable, "-m", "transferkit.serving.server", str(plain), "--port", str(_free_port())],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "transferkit.serving.server",
+            str(plain),
+            "--port",
+            str(_free_port()),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 2
     assert "transferkit metadata" in out.stderr

@@ -24,10 +24,16 @@ def distilled(trained_run, digits_80_20, tmp_path_factory):
     for i, p in enumerate(sorted(digits_80_20[1].rglob("*.png"))[:200]):
         shutil.copy(p, transfer / f"u{i:04d}.png")
     teacher_before = torch.load(trained_run / "model.pt", weights_only=True)["state_dict"]
-    cfg = DistillConfig.model_validate({
-        "teacher": str(trained_run), "data": {"dataset": str(digits_80_20[0])},
-        "unlabeled": str(transfer), "optim": {"epochs": 2}, "scaling": {"num_workers": 2},
-        "output": str(base / "student")})
+    cfg = DistillConfig.model_validate(
+        {
+            "teacher": str(trained_run),
+            "data": {"dataset": str(digits_80_20[0])},
+            "unlabeled": str(transfer),
+            "optim": {"epochs": 2},
+            "scaling": {"num_workers": 2},
+            "output": str(base / "student"),
+        }
+    )
     report = distill(cfg)
     return report, base / "student", teacher_before
 
@@ -43,7 +49,8 @@ def test_report_compares_teacher_student_and_label_only_baseline(distilled, trai
     t_splits = json.loads((trained_run / "splits.json").read_text())
     assert report["data"]["test"] == len(t_splits["test"])
     assert report["teacher"]["test_acc"] == pytest.approx(
-        json.loads((trained_run / "test_metrics.json").read_text())["test_acc"])
+        json.loads((trained_run / "test_metrics.json").read_text())["test_acc"]
+    )
     md = (run / "distill_report.md").read_text()
     assert "labels only" in md and "teacher" in md
 
@@ -54,7 +61,9 @@ def test_teacher_weights_are_untouched(distilled, trained_run):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_student_takes_the_teachers_preprocessing_and_exports_unchanged(distilled, trained_run, tmp_path):
+def test_student_takes_the_teachers_preprocessing_and_exports_unchanged(
+    distilled, trained_run, tmp_path
+):
     _, run, _ = distilled
     student, info = load_portable(run)
     teacher, _ = load_portable(trained_run)
@@ -64,17 +73,30 @@ def test_student_takes_the_teachers_preprocessing_and_exports_unchanged(distille
     assert rep.passed and rep.max_abs_diff <= 1e-4 and rep.top1_agreement == 1.0
 
 
-def test_a_student_cut_from_the_teachers_own_stages_starts_from_its_weights(trained_run, digits_80_20,
-                                                                            tmp_path):
+def test_a_student_cut_from_the_teachers_own_stages_starts_from_its_weights(
+    trained_run, digits_80_20, tmp_path
+):
     """``weights: teacher`` + ``keep_stages``: the frozen stages stay bit-identical to the teacher's
     fine-tuned ones (so they were loaded from it), the student is a fraction of the teacher, and
     it exports."""
-    cfg = DistillConfig.model_validate({
-        "teacher": str(trained_run), "data": {"dataset": str(digits_80_20[0])},
-        "model": {"arch": "mobilenet_v2", "weights": "teacher", "width_mult": 1.0, "keep_stages": 4,
-                  "head_hidden": 64, "freeze_depth": 3},
-        "optim": {"epochs": 1}, "scaling": {"num_workers": 2}, "baseline": False,
-        "output": str(tmp_path / "cut")})
+    cfg = DistillConfig.model_validate(
+        {
+            "teacher": str(trained_run),
+            "data": {"dataset": str(digits_80_20[0])},
+            "model": {
+                "arch": "mobilenet_v2",
+                "weights": "teacher",
+                "width_mult": 1.0,
+                "keep_stages": 4,
+                "head_hidden": 64,
+                "freeze_depth": 3,
+            },
+            "optim": {"epochs": 1},
+            "scaling": {"num_workers": 2},
+            "baseline": False,
+            "output": str(tmp_path / "cut"),
+        }
+    )
     report = distill(cfg)
     assert report["parameter_ratio"] < 0.05
     student, info = load_portable(tmp_path / "cut")

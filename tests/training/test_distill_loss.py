@@ -69,14 +69,23 @@ def _teacher_file(tmp_path):
     t.train()
     with torch.no_grad():
         t(torch.randn(8, 3, 32, 32))
-    return save_portable(tmp_path / "teacher.pt", t, "mobilenet_v3_small", [str(i) for i in range(10)],
-                         Preprocessing(input_size=32), width_mult=0.5)
+    return save_portable(
+        tmp_path / "teacher.pt",
+        t,
+        "mobilenet_v3_small",
+        [str(i) for i in range(10)],
+        Preprocessing(input_size=32),
+        width_mult=0.5,
+    )
 
 
-@pytest.mark.parametrize("hints,mixup", [([], 0.0), ([HintPair("stage3", "stage4")], 0.0), ([], 0.5)])
+@pytest.mark.parametrize(
+    "hints,mixup", [([], 0.0), ([HintPair("stage3", "stage4")], 0.0), ([], 0.5)]
+)
 def test_teacher_stays_fixed_during_distillation_steps(tmp_path, hints, mixup):
-    obj = KDObjective(str(_teacher_file(tmp_path)), 4.0, 0.5, 0.5, hints, 1.0 if hints else 0.0,
-                      mixup_alpha=mixup)
+    obj = KDObjective(
+        str(_teacher_file(tmp_path)), 4.0, 0.5, 0.5, hints, 1.0 if hints else 0.0, mixup_alpha=mixup
+    )
     obj.setup(torch.device("cpu"))
     before = {k: v.clone() for k, v in obj.teacher.state_dict().items()}
     built = build_model(ModelConfig(arch="mobilenet_v3_small", weights=None, width_mult=0.5), 10)
@@ -105,7 +114,9 @@ def test_mixup_feeds_teacher_and_student_the_same_mixed_images(tmp_path):
     obj.setup(torch.device("cpu"))
     seen = []
     obj.teacher.register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))
-    student = build_model(ModelConfig(arch="mobilenet_v3_small", weights=None, width_mult=0.5), 10).model
+    student = build_model(
+        ModelConfig(arch="mobilenet_v3_small", weights=None, width_mult=0.5), 10
+    ).model
     student.register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))
     x = torch.randn(6, 3, 32, 32)
     torch.manual_seed(3)
@@ -138,6 +149,8 @@ def test_a_missing_transfer_folder_names_the_option(tmp_path):
     from transferkit.config import ConfigError, DistillConfig
     from transferkit.training.distillation import _resolve_student_splits
 
-    cfg = DistillConfig(teacher=str(tmp_path), unlabeled=str(tmp_path / "nope"), output=str(tmp_path / "s"))
+    cfg = DistillConfig(
+        teacher=str(tmp_path), unlabeled=str(tmp_path / "nope"), output=str(tmp_path / "s")
+    )
     with pytest.raises(ConfigError, match=r"unlabeled \(--unlabeled\)"):
         _resolve_student_splits(cfg)

@@ -15,17 +15,27 @@ pytestmark = pytest.mark.slow
 
 
 def _cfg(dataset, output, **over):
-    d = {"data": {"dataset": str(dataset), "image_size": 32},
-         "model": {"arch": "mobilenet_v2", "weights": "IMAGENET1K_V1", "freeze_depth": 2},
-         "optim": {"epochs": 3}, "scaling": {"num_workers": 2}, "output": str(output)}
+    d = {
+        "data": {"dataset": str(dataset), "image_size": 32},
+        "model": {"arch": "mobilenet_v2", "weights": "IMAGENET1K_V1", "freeze_depth": 2},
+        "optim": {"epochs": 3},
+        "scaling": {"num_workers": 2},
+        "output": str(output),
+    }
     for k, v in over.items():
         d.setdefault(k, {}).update(v) if isinstance(v, dict) else d.__setitem__(k, v)
     return FinetuneConfig.model_validate(d)
 
 
 def test_run_folder_holds_config_metrics_model_and_test_evaluation(trained_run):
-    for name in ("config.yaml", "versions.json", "splits.json", "metrics.jsonl", "model.pt",
-                 "test_metrics.json"):
+    for name in (
+        "config.yaml",
+        "versions.json",
+        "splits.json",
+        "metrics.jsonl",
+        "model.pt",
+        "test_metrics.json",
+    ):
         assert (trained_run / name).is_file(), name
     rows = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
@@ -72,8 +82,9 @@ def test_resume_continues_from_the_last_checkpoint(trained_run, tmp_path):
     shutil.copytree(trained_run, run)
     before = (run / "metrics.jsonl").read_text().splitlines()
     saved = load_config(FinetuneConfig, trained_run / "config.yaml")  # what the run recorded
-    cfg = saved.model_copy(update={"output": str(run),
-                                   "optim": saved.optim.model_copy(update={"epochs": 4})})
+    cfg = saved.model_copy(
+        update={"output": str(run), "optim": saved.optim.model_copy(update={"epochs": 4})}
+    )
     finetune(cfg, resume=True)
     after = (run / "metrics.jsonl").read_text().splitlines()
     assert len(after) == 4

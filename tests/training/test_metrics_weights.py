@@ -4,8 +4,13 @@ and the confusion matrix summed in the training loop's evaluation."""
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix as sk_cm,
-                             f1_score, precision_recall_fscore_support)
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    f1_score,
+    precision_recall_fscore_support,
+)
+from sklearn.metrics import confusion_matrix as sk_cm
 from sklearn.utils.class_weight import compute_class_weight
 
 from transferkit.metrics import classification_metrics, confusion_matrix
@@ -18,7 +23,9 @@ def test_balanced_class_weights_match_scikit_learn():
     known = np.array([y for y in labels if y >= 0])
     ref = compute_class_weight("balanced", classes=np.arange(3), y=known)
     assert class_weights("balanced", labels, 3).numpy() == pytest.approx(ref, rel=1e-6)
-    assert class_weights("sqrt_balanced", labels, 3).numpy() == pytest.approx(np.sqrt(ref), rel=1e-6)
+    assert class_weights("sqrt_balanced", labels, 3).numpy() == pytest.approx(
+        np.sqrt(ref), rel=1e-6
+    )
     assert class_weights("none", labels, 3) is None
     assert class_weights([1.0, 2.0, 3.0], labels, 3).tolist() == [1.0, 2.0, 3.0]
     with pytest.raises(ValueError, match="one per class"):
@@ -52,7 +59,8 @@ def test_classification_metrics_match_scikit_learn():
     prec, rec, f1, sup = precision_recall_fscore_support(y, p, labels=range(4), zero_division=0)
     for i, name in enumerate("abcd"):
         assert m["per_class"][name] == pytest.approx(
-            {"precision": prec[i], "recall": rec[i], "f1": f1[i], "support": sup[i]})
+            {"precision": prec[i], "recall": rec[i], "f1": f1[i], "support": sup[i]}
+        )
 
 
 def test_macro_f1_counts_a_predicted_class_that_never_occurs_like_scikit_learn():
@@ -68,8 +76,9 @@ def test_eval_sums_carry_the_confusion_matrix_and_shards_add_up():
     x, y = torch.randn(64, 5), torch.randint(0, 3, (64,))
     pred = model(x).argmax(1)
     full = eval_sums(model, [(x[:40], y[:40]), (x[40:], y[40:])], torch.device("cpu"), 3)
-    shards = (eval_sums(model, [(x[:40], y[:40])], torch.device("cpu"), 3)
-              + eval_sums(model, [(x[40:], y[40:])], torch.device("cpu"), 3))
+    shards = eval_sums(model, [(x[:40], y[:40])], torch.device("cpu"), 3) + eval_sums(
+        model, [(x[40:], y[40:])], torch.device("cpu"), 3
+    )
     assert torch.equal(full, shards)
     assert confusion_from_sums(full, 3).tolist() == sk_cm(y, pred, labels=range(3)).tolist()
     m = sums_to_metrics(full, 3, "val")

@@ -15,9 +15,14 @@ pytestmark = pytest.mark.usefixtures("no_ray_cluster")
 
 # Base values outside the searched domains: freeze depth 1 is not listed, backbone lr 5e-2 is
 # above its range; head lr 5e-3 (the default) lies inside its default range.
-OUTSIDE = {"model": {"freeze_depth": 1}, "optim": {"backbone_lr": 5e-2, "epochs": 2},
-           "tune": {"num_samples": 12, "search": {"freeze_depth": [3, 5],
-                                                  "backbone_lr": {"low": 1e-4, "high": 1e-2}}}}
+OUTSIDE = {
+    "model": {"freeze_depth": 1},
+    "optim": {"backbone_lr": 5e-2, "epochs": 2},
+    "tune": {
+        "num_samples": 12,
+        "search": {"freeze_depth": [3, 5], "backbone_lr": {"low": 1e-4, "high": 1e-2}},
+    },
+}
 POINT = {"freeze_depth": 1, "backbone_lr": 5e-2, "head_lr": 5e-3}
 
 
@@ -29,11 +34,15 @@ def _search(searcher: str, data: dict = OUTSIDE):
 
 
 def _in_domain(config: dict) -> bool:
-    return config["freeze_depth"] in (1, 3, 5) and 1e-4 <= config["backbone_lr"] <= 1e-2 \
+    return (
+        config["freeze_depth"] in (1, 3, 5)
+        and 1e-4 <= config["backbone_lr"] <= 1e-2
         and 1e-3 <= config["head_lr"] <= 3e-2
+    )
 
 
 # ----------------------------------------------------------------------------- random search
+
 
 def _trials(generator, n: int) -> list:
     out = []
@@ -54,8 +63,13 @@ def _random_generator(tmp_path, data: dict = OUTSIDE):
     def trainable(config):  # never run: the generator only creates trials
         raise AssertionError
 
-    exp = Experiment("search", trainable, config=space, num_samples=cfg.tune.num_samples,
-                     storage_path=str(tmp_path / "storage"))
+    exp = Experiment(
+        "search",
+        trainable,
+        config=space,
+        num_samples=cfg.tune.num_samples,
+        storage_path=str(tmp_path / "storage"),
+    )
     gen = tune_cfg.search_alg
     gen.add_configurations([exp])
     return cfg, space, point, gen
@@ -89,6 +103,7 @@ def test_a_restored_random_search_does_not_run_the_base_values_again(tmp_path):
 
 
 # ----------------------------------------------------------------------------- Optuna
+
 
 def _optuna(data: dict = OUTSIDE):
     cfg, space, point, tune_cfg = _search("optuna", data)
@@ -134,7 +149,9 @@ def test_the_search_objective_and_its_direction_follow_tune_metric():
 
 def test_base_values_inside_the_space_leave_it_as_it_is():
     _, point, searcher = _optuna({"tune": {"search": {"freeze_depth": [0, 2]}}})
-    assert searcher.suggest("t0") == point == {"freeze_depth": 0, "backbone_lr": 2e-3, "head_lr": 5e-3}
+    assert (
+        searcher.suggest("t0") == point == {"freeze_depth": 0, "backbone_lr": 2e-3, "head_lr": 5e-3}
+    )
 
 
 def test_optuna_refuses_a_categorical_value_outside_its_choices_which_is_why_lists_gain_it():

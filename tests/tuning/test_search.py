@@ -31,7 +31,9 @@ def _wait_for_free_cpus(timeout_s: float = 20.0) -> dict[str, float]:
     return ray.available_resources()
 
 
-def test_asha_search_writes_table_best_config_plot_and_frees_the_cpus(ray_cluster, digits_dir, tmp_path):
+def test_asha_search_writes_table_best_config_plot_and_frees_the_cpus(
+    ray_cluster, digits_dir, tmp_path
+):
     import ray
 
     from transferkit.config import FinetuneConfig, TuneConfig, load_config
@@ -43,19 +45,37 @@ def test_asha_search_writes_table_best_config_plot_and_frees_the_cpus(ray_cluste
     # head lr [5e-3, 1e-7] in that order (BasicVariantGenerator(random_state=1) with that point,
     # checked without a cluster). ASHA records the good trials at the epoch-1 rung, and the one
     # with a useless head lr falls below its cutoff and is stopped.
-    cfg = TuneConfig.model_validate({
-        "data": {"dataset": str(digits_dir), "image_size": TINY},
-        "model": {"arch": "mobilenet_v2", "weights": "IMAGENET1K_V1"},
-        "optim": {"epochs": 2}, "output": str(exp), "seed": 1,
-        "tune": {"num_samples": 3, "max_concurrent_trials": 1, "grace_period": 1,
-                 "tracking": "mlflow",
-                 "search": {"freeze_depth": [9], "backbone_lr": [1e-3], "head_lr": [5e-3, 1e-7]}}})
+    cfg = TuneConfig.model_validate(
+        {
+            "data": {"dataset": str(digits_dir), "image_size": TINY},
+            "model": {"arch": "mobilenet_v2", "weights": "IMAGENET1K_V1"},
+            "optim": {"epochs": 2},
+            "output": str(exp),
+            "seed": 1,
+            "tune": {
+                "num_samples": 3,
+                "max_concurrent_trials": 1,
+                "grace_period": 1,
+                "tracking": "mlflow",
+                "search": {"freeze_depth": [9], "backbone_lr": [1e-3], "head_lr": [5e-3, 1e-7]},
+            },
+        }
+    )
     summary = tune_search(cfg)
 
     table = pd.read_csv(exp / "trials.csv")
     assert len(table) == 3 and set(table["status"]) == {"TERMINATED"}
-    for col in ("freeze_depth", "backbone_lr", "head_lr", "is_default", "best_val_acc",
-                "best_val_loss", "epochs_run", "stopped_early", "wall_time_s"):
+    for col in (
+        "freeze_depth",
+        "backbone_lr",
+        "head_lr",
+        "is_default",
+        "best_val_acc",
+        "best_val_loss",
+        "epochs_run",
+        "stopped_early",
+        "wall_time_s",
+    ):
         assert col in table
     assert "best_val_macro_f1" not in table  # tune.metric is val_acc
     # The first trial (the random searcher numbers them, ..._00000 first) is the base config's
@@ -67,7 +87,9 @@ def test_asha_search_writes_table_best_config_plot_and_frees_the_cpus(ray_cluste
     default = summary["default"]
     assert default["trial_id"] == first["trial_id"] and summary["metric"] == "val_acc"
     assert default["config"] == {"freeze_depth": 9, "backbone_lr": 1e-3, "head_lr": 5e-3}
-    assert default["val_acc"] == first["best_val_acc"] and default["epochs_run"] == first["epochs_run"]
+    assert (
+        default["val_acc"] == first["best_val_acc"] and default["epochs_run"] == first["epochs_run"]
+    )
     assert default["stopped_early"] == bool(first["stopped_early"])
     assert summary["best"]["val_acc"] >= default["val_acc"]
     assert summary["best_is_default"] == (summary["best"]["trial_id"] == default["trial_id"])
@@ -99,26 +121,60 @@ def test_asha_search_writes_table_best_config_plot_and_frees_the_cpus(ray_cluste
 
 
 def _tk(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "transferkit.cli", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "transferkit.cli", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
 
 
 def _finished_trials(exp: Path, epochs: int) -> list[str]:
     """Trials that reported their last epoch, once a later trial has started (one at a time)."""
-    trials = {res.parent.name: [json.loads(x) for x in res.read_text().splitlines() if x.strip()]
-              for res in exp.glob("*/result.json")}
+    trials = {
+        res.parent.name: [json.loads(x) for x in res.read_text().splitlines() if x.strip()]
+        for res in exp.glob("*/result.json")
+    }
     if len(trials) < 2:
         return []
     return [t for t, rows in trials.items() if rows and rows[-1].get("epoch") == epochs]
 
 
-def test_interrupted_search_resumes_without_rerunning_the_finished_trial(ray_cluster, digits_dir, tmp_path):
+def test_interrupted_search_resumes_without_rerunning_the_finished_trial(
+    ray_cluster, digits_dir, tmp_path
+):
     exp = tmp_path / "interrupted"
     conf = tmp_path / "search.yaml"
-    conf.write_text(yaml.safe_dump({"tune": {"scheduler": "fifo", "searcher": "optuna", "max_concurrent_trials": 1,
-                                             "search": {"freeze_depth": [3, 5]}}}))
-    proc = _tk("tune", "--config", conf, "--dataset", digits_dir, "--model", "mobilenet_v2",
-               "--image-size", TINY, "--num-samples", 2, "--max-epochs", 2, "--output", exp)
+    conf.write_text(
+        yaml.safe_dump(
+            {
+                "tune": {
+                    "scheduler": "fifo",
+                    "searcher": "optuna",
+                    "max_concurrent_trials": 1,
+                    "search": {"freeze_depth": [3, 5]},
+                }
+            }
+        )
+    )
+    proc = _tk(
+        "tune",
+        "--config",
+        conf,
+        "--dataset",
+        digits_dir,
+        "--model",
+        "mobilenet_v2",
+        "--image-size",
+        TINY,
+        "--num-samples",
+        2,
+        "--max-epochs",
+        2,
+        "--output",
+        exp,
+    )
     deadline = time.monotonic() + 400
     while not _finished_trials(exp, 2) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.5)
@@ -137,8 +193,12 @@ def test_interrupted_search_resumes_without_rerunning_the_finished_trial(ray_clu
     before = (exp / first / "result.json").read_bytes()
     ckpts_before = sorted(p.name for p in (exp / first / "train").glob("checkpoint_*"))
 
-    r = subprocess.run([sys.executable, "-m", "transferkit.cli", "tune", "--resume", exp],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "transferkit.cli", "tune", "--resume", exp],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     table = pd.read_csv(exp / "trials.csv")
     assert len(table) == 2 and set(table["status"]) == {"TERMINATED"}
@@ -151,7 +211,9 @@ def test_interrupted_search_resumes_without_rerunning_the_finished_trial(ray_clu
     summary = json.loads((exp / "best_trial.json").read_text())
     assert summary["default"]["trial_id"] == first and summary["default"]["config"] == base
     assert list(table.loc[table["is_default"], "trial_id"]) == [first]
-    holds_base = (table["freeze_depth"] == 0) & (table["backbone_lr"] == 2e-3) & (table["head_lr"] == 5e-3)
+    holds_base = (
+        (table["freeze_depth"] == 0) & (table["backbone_lr"] == 2e-3) & (table["head_lr"] == 5e-3)
+    )
     assert holds_base.sum() == 1
 
 
@@ -160,19 +222,37 @@ def test_distillation_search_varies_the_kd_temperature(ray_cluster, trained_run,
     from transferkit.tuning.search import tune_search
 
     exp = tmp_path / "kd-search"
-    cfg = DistillTuneConfig.model_validate({
-        "teacher": str(trained_run), "optim": {"epochs": 1}, "output": str(exp),
-        "tune": {"num_samples": 2, "scheduler": "fifo", "max_concurrent_trials": 1,
-                 "search": {"temperature": [2.0, 8.0], "head_lr": None, "backbone_lr": [3e-3]}}})
+    cfg = DistillTuneConfig.model_validate(
+        {
+            "teacher": str(trained_run),
+            "optim": {"epochs": 1},
+            "output": str(exp),
+            "tune": {
+                "num_samples": 2,
+                "scheduler": "fifo",
+                "max_concurrent_trials": 1,
+                "search": {"temperature": [2.0, 8.0], "head_lr": None, "backbone_lr": [3e-3]},
+            },
+        }
+    )
     summary = tune_search(cfg)
     table = pd.read_csv(exp / "trials.csv")
-    assert len(table) == 2 and set(table["status"]) == {"TERMINATED"} and (table["epochs_run"] == 1).all()
+    assert (
+        len(table) == 2
+        and set(table["status"]) == {"TERMINATED"}
+        and (table["epochs_run"] == 1).all()
+    )
     # The base temperature (KDConfig's 4.0) is not in [2, 8]: it joins the choices and the first
     # trial runs it.
-    assert set(table["temperature"]) <= {2.0, 8.0, 4.0} and "freeze_depth" not in table  # student from scratch
+    assert (
+        set(table["temperature"]) <= {2.0, 8.0, 4.0} and "freeze_depth" not in table
+    )  # student from scratch
     assert table.iloc[0]["temperature"] == 4.0 and bool(table.iloc[0]["is_default"])
     assert summary["default"]["config"] == {"backbone_lr": 3e-3, "temperature": 4.0}
     best = load_config(DistillConfig, exp / "best_config.yaml")  # `distill --config` accepts it
     assert best.kd.temperature == summary["best"]["config"]["temperature"]
-    assert Path(best.teacher).resolve() in (trained_run.resolve(), (trained_run / "model.pt").resolve())
+    assert Path(best.teacher).resolve() in (
+        trained_run.resolve(),
+        (trained_run / "model.pt").resolve(),
+    )
     assert best.model.arch == "mobilenet_v3_small"

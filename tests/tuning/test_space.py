@@ -32,8 +32,12 @@ def test_freeze_depth_beyond_the_stages_names_the_field():
 def test_kd_parameters_need_a_teacher():
     with pytest.raises(ConfigError, match="tune.search.temperature.*teacher"):
         param_space(SearchSpace(temperature=Range(low=1, high=8)), 9, True, distill=False)
-    space = param_space(SearchSpace(temperature=[2.0, 4.0], soft_weight=Range(low=0.5, high=0.9, log=False)),
-                        7, False, distill=True)
+    space = param_space(
+        SearchSpace(temperature=[2.0, 4.0], soft_weight=Range(low=0.5, high=0.9, log=False)),
+        7,
+        False,
+        distill=True,
+    )
     assert space["temperature"].categories == [2.0, 4.0]
     assert isinstance(space["soft_weight"].get_sampler(), tune.search.sample.Uniform)
 
@@ -87,7 +91,9 @@ def test_a_trial_that_cannot_fit_is_refused_with_the_fix():
 
 
 def test_too_many_concurrent_trial_drivers_are_refused():
-    cfg = TuneConfig.model_validate({"scaling": {"num_workers": 2}, "tune": {"max_concurrent_trials": 8}})
+    cfg = TuneConfig.model_validate(
+        {"scaling": {"num_workers": 2}, "tune": {"max_concurrent_trials": 8}}
+    )
     with pytest.raises(ConfigError, match=r"tune.max_concurrent_trials.*allowed: 1..2"):
         plan_concurrency(cfg, TWO_CPUS)
 
@@ -98,6 +104,7 @@ def test_autoscaling_clusters_skip_the_fit_check():
 
 
 # ----------------------------------------------------------------------------- the default point
+
 
 def _base(**sections) -> dict:
     data = TuneConfig().model_dump(mode="json")
@@ -143,8 +150,12 @@ def test_a_list_of_values_gains_the_base_value_at_its_end_and_reuses_a_listed_sp
 
 
 def test_fixed_values_are_not_part_of_the_point():
-    space = param_space(SearchSpace(freeze_depth=[9], backbone_lr=[1e-3], head_lr=[5e-3, 1e-7]),
-                        9, True, distill=False)
+    space = param_space(
+        SearchSpace(freeze_depth=[9], backbone_lr=[1e-3], head_lr=[5e-3, 1e-7]),
+        9,
+        True,
+        distill=False,
+    )
     seeded, point = seed_with_base(space, _base())
     assert point == {"head_lr": 5e-3}
     assert seeded["freeze_depth"] == 9 and seeded["backbone_lr"] == 1e-3
@@ -152,8 +163,12 @@ def test_fixed_values_are_not_part_of_the_point():
 
 def test_the_default_point_of_a_distillation_search_holds_the_kd_values():
     cfg = DistillTuneConfig(teacher="t")
-    space = param_space(SearchSpace(temperature=[2.0, 8.0], head_lr=None, backbone_lr=[3e-3]),
-                        7, pretrained=False, distill=True)
+    space = param_space(
+        SearchSpace(temperature=[2.0, 8.0], head_lr=None, backbone_lr=[3e-3]),
+        7,
+        pretrained=False,
+        distill=True,
+    )
     seeded, point = seed_with_base(space, cfg.model_dump(mode="json"))
     assert point == {"temperature": cfg.kd.temperature} == {"temperature": 4.0}
     assert seeded["temperature"].categories == [2.0, 8.0, 4.0]

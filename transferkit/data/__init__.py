@@ -5,7 +5,20 @@ Torch-free entry points are importable from here; the torch datasets live in
 """
 
 from transferkit.data.bundled import BUNDLED, materialize
-from transferkit.data.folder import DatasetError, Splits, resolve_splits, scan_folder, stratified_split
+from transferkit.data.folder import (
+    DatasetError,
+    Splits,
+    resolve_splits,
+    scan_folder,
+    stratified_split,
+)
 
-__all__ = ["BUNDLED", "materialize", "DatasetError", "Splits", "resolve_splits", "scan_folder",
-           "stratified_split"]
+__all__ = [
+    "BUNDLED",
+    "materialize",
+    "DatasetError",
+    "Splits",
+    "resolve_splits",
+    "scan_folder",
+    "stratified_split",
+]

@@ -23,17 +23,25 @@ type), so a cell's id and type survive any relabelling.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
 
 from transferkit.errors import TransferkitError
 
-__all__ = ["BUNDLED", "ELPV_SCHEMES", "ElpvCell", "MissingExtraError", "materialize",
-           "load_digits_arrays", "elpv_cells", "elpv_label"]
+__all__ = [
+    "BUNDLED",
+    "ELPV_SCHEMES",
+    "ElpvCell",
+    "MissingExtraError",
+    "materialize",
+    "load_digits_arrays",
+    "elpv_cells",
+    "elpv_label",
+]
 
 
 class MissingExtraError(TransferkitError, ImportError):
@@ -100,7 +108,8 @@ def _elpv_root() -> Path:
     except ImportError as exc:
         raise MissingExtraError(
             "the ELPV dataset needs the package elpv-dataset: pip install 'transferkit[datasets]' "
-            "(or pip install elpv-dataset==1.0.0.post1); `make setup` installs it") from exc
+            "(or pip install elpv-dataset==1.0.0.post1); `make setup` installs it"
+        ) from exc
     return Path(elpv_dataset.__file__).parent / "data"
 
 
@@ -135,6 +144,7 @@ def _elpv_writer(scheme: str) -> Callable[[Path], dict[str, int]]:
             shutil.copyfile(cell.path, out / cls / cell.file_name)  # the package's PNG, unchanged
             counts[cls] += 1
         return counts
+
     return write
 
 

@@ -8,8 +8,8 @@ augmentation (torchvision v1 transforms on PIL images) before that same function
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -19,7 +19,15 @@ from torch.utils.data import Dataset
 from transferkit.config import AugmentConfig, Preprocessing
 from transferkit.imaging import ImageDecodeError, load_image, preprocess, to_mode
 
-__all__ = ["ImageListDataset", "RandomRot90", "BalancedDistributedSampler", "build_augment", "build_transform", "build_pair_transform", "verify_images"]
+__all__ = [
+    "ImageListDataset",
+    "RandomRot90",
+    "BalancedDistributedSampler",
+    "build_augment",
+    "build_transform",
+    "build_pair_transform",
+    "verify_images",
+]
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +43,9 @@ def _check(path: str) -> str | None:
         return f"{path}: {exc.__class__.__name__}: {exc}"
 
 
-def verify_images(samples: Sequence[tuple[str, int]], threads: int = 8
-                  ) -> tuple[list[tuple[str, int]], list[str]]:
+def verify_images(
+    samples: Sequence[tuple[str, int]], threads: int = 8
+) -> tuple[list[tuple[str, int]], list[str]]:
     """Decode every image once; drop the unreadable ones with a warning naming each.
 
     Returns:
@@ -84,13 +93,20 @@ def build_augment(augment: AugmentConfig | None) -> Callable[[Image.Image], Imag
             ops.append(T.RandomHorizontalFlip())
         if augment.vflip:
             ops.append(T.RandomVerticalFlip())
-        if augment.rotation_deg or augment.translate or augment.scale_min != 1 or augment.scale_max != 1:
-            ops.append(T.RandomAffine(
-                degrees=augment.rotation_deg,
-                translate=(augment.translate, augment.translate) if augment.translate else None,
-                scale=(augment.scale_min, augment.scale_max),
-                interpolation=T.InterpolationMode.BILINEAR,
-            ))
+        if (
+            augment.rotation_deg
+            or augment.translate
+            or augment.scale_min != 1
+            or augment.scale_max != 1
+        ):
+            ops.append(
+                T.RandomAffine(
+                    degrees=augment.rotation_deg,
+                    translate=(augment.translate, augment.translate) if augment.translate else None,
+                    scale=(augment.scale_min, augment.scale_max),
+                    interpolation=T.InterpolationMode.BILINEAR,
+                )
+            )
         if augment.color_jitter:
             j = augment.color_jitter
             ops.append(T.ColorJitter(brightness=j, contrast=j, saturation=j))
@@ -99,8 +115,9 @@ def build_augment(augment: AugmentConfig | None) -> Callable[[Image.Image], Imag
     return T.Compose(ops) if ops else (lambda img: img)
 
 
-def build_transform(prep: Preprocessing, augment: AugmentConfig | None
-                    ) -> Callable[[Image.Image], torch.Tensor]:
+def build_transform(
+    prep: Preprocessing, augment: AugmentConfig | None
+) -> Callable[[Image.Image], torch.Tensor]:
     """Return ``PIL image -> float32 tensor [C, H, W]``: :func:`build_augment` (training only)
     then :func:`preprocess`."""
     aug = build_augment(augment)
@@ -111,8 +128,9 @@ def build_transform(prep: Preprocessing, augment: AugmentConfig | None
     return transform
 
 
-def build_pair_transform(prep: Preprocessing, other: Preprocessing, augment: AugmentConfig | None
-                         ) -> Callable[[Image.Image], tuple[torch.Tensor, torch.Tensor]]:
+def build_pair_transform(
+    prep: Preprocessing, other: Preprocessing, augment: AugmentConfig | None
+) -> Callable[[Image.Image], tuple[torch.Tensor, torch.Tensor]]:
     """One augmentation, two preprocessings: ``PIL -> (x for prep, x for other)``.
 
     Used by distillation when teacher and student expect different inputs (size or
@@ -122,8 +140,10 @@ def build_pair_transform(prep: Preprocessing, other: Preprocessing, augment: Aug
 
     def transform(img: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
         augmented = aug(to_mode(img, max(prep.channels, other.channels)))
-        return (torch.from_numpy(preprocess(augmented, prep)),
-                torch.from_numpy(preprocess(augmented, other)))
+        return (
+            torch.from_numpy(preprocess(augmented, prep)),
+            torch.from_numpy(preprocess(augmented, other)),
+        )
 
     return transform
 
@@ -135,8 +155,12 @@ class ImageListDataset(Dataset):
     PIL images are kept in memory (small datasets such as digits).
     """
 
-    def __init__(self, samples: Sequence[tuple[str, int]],
-                 transform: Callable[[Image.Image], torch.Tensor], cache: bool = False):
+    def __init__(
+        self,
+        samples: Sequence[tuple[str, int]],
+        transform: Callable[[Image.Image], torch.Tensor],
+        cache: bool = False,
+    ):
         self.samples = list(samples)
         self.transform = transform
         self._cache: dict[int, Image.Image] | None = {} if cache else None
@@ -199,7 +223,7 @@ class BalancedDistributedSampler(torch.utils.data.Sampler[int]):
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         total = self.num_samples * self.num_replicas
         idx = torch.multinomial(self.weights, total, replacement=True, generator=g)
-        return iter(idx[self.rank::self.num_replicas].tolist())
+        return iter(idx[self.rank :: self.num_replicas].tolist())
 
     def __len__(self) -> int:
         return self.num_samples

@@ -17,7 +17,17 @@ from pathlib import Path
 
 from transferkit.imaging import IMAGE_EXTENSIONS
 
-__all__ = ["Sample", "Splits", "scan_folder", "scan_images", "dataset_folder", "data_home", "stratified_split", "resolve_splits", "DatasetError"]
+__all__ = [
+    "Sample",
+    "Splits",
+    "scan_folder",
+    "scan_images",
+    "dataset_folder",
+    "data_home",
+    "stratified_split",
+    "resolve_splits",
+    "DatasetError",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,27 +51,43 @@ class Splits:
 
     def to_json(self) -> str:
         return json.dumps(
-            {"class_names": self.class_names, "source": self.source, "train": self.train,
-             "val": self.val, "test": self.test, "skipped": self.skipped}
+            {
+                "class_names": self.class_names,
+                "source": self.source,
+                "train": self.train,
+                "val": self.val,
+                "test": self.test,
+                "skipped": self.skipped,
+            }
         )
 
     @classmethod
-    def from_json(cls, text: str) -> "Splits":
+    def from_json(cls, text: str) -> Splits:
         d = json.loads(text)
         conv = lambda xs: [(str(p), int(y)) for p, y in xs]  # noqa: E731
-        return cls(d["class_names"], conv(d["train"]), conv(d["val"]), conv(d["test"]),
-                   d.get("source", ""), list(d.get("skipped", [])))
+        return cls(
+            d["class_names"],
+            conv(d["train"]),
+            conv(d["val"]),
+            conv(d["test"]),
+            d.get("source", ""),
+            list(d.get("skipped", [])),
+        )
 
     def counts(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
 
 def _class_dirs(root: Path) -> list[Path]:
-    return sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                  key=lambda p: p.name)
+    return sorted(
+        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.name,
+    )
 
 
-def scan_folder(root: str | Path, class_names: list[str] | None = None) -> tuple[list[str], list[Sample]]:
+def scan_folder(
+    root: str | Path, class_names: list[str] | None = None
+) -> tuple[list[str], list[Sample]]:
     """List ``root/<class>/*`` image files.
 
     Args:
@@ -101,8 +127,11 @@ def scan_images(root: str | Path) -> list[str]:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder")
-    return sorted(str(f.resolve()) for f in root.rglob("*")
-                  if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(
+        str(f.resolve())
+        for f in root.rglob("*")
+        if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+    )
 
 
 def stratified_split(
@@ -131,8 +160,8 @@ def stratified_split(
             n_val = max(n_val, 1 if val_fraction > 0 else 0)
             n_test = max(n_test, 1 if test_fraction > 0 else 0)
         val += items[:n_val]
-        test += items[n_val:n_val + n_test]
-        train += items[n_val + n_test:]
+        test += items[n_val : n_val + n_test]
+        train += items[n_val + n_test :]
     return sorted(train), sorted(val), sorted(test)
 
 
@@ -158,7 +187,8 @@ def dataset_folder(dataset: str) -> Path:
     if dataset not in BUNDLED:
         raise DatasetError(
             f"--dataset {dataset!r} is neither an existing folder nor a bundled dataset "
-            f"(bundled: {', '.join(sorted(BUNDLED))})")
+            f"(bundled: {', '.join(sorted(BUNDLED))})"
+        )
     path = data_home() / dataset
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,9 +17,10 @@ import csv
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,8 +30,15 @@ from transferkit.imaging import ImageDecodeError, load_image, preprocess
 from transferkit.metadata import MetadataError, ModelMetadata
 from transferkit.metrics import classification_metrics, confusion_matrix, softmax
 
-__all__ = ["SPLITS", "Scores", "onnx_figures", "evaluate_onnx", "score_samples", "latency_ms",
-           "write_misclassified"]
+__all__ = [
+    "SPLITS",
+    "Scores",
+    "onnx_figures",
+    "evaluate_onnx",
+    "score_samples",
+    "latency_ms",
+    "write_misclassified",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +94,10 @@ def _io_names(sess, meta: ModelMetadata) -> tuple[str, str]:
     server chooses them)."""
     inputs = [i.name for i in sess.get_inputs()]
     outputs = [o.name for o in sess.get_outputs()]
-    return (meta.input_name if meta.input_name in inputs else inputs[0],
-            meta.output_name if meta.output_name in outputs else outputs[0])
+    return (
+        meta.input_name if meta.input_name in inputs else inputs[0],
+        meta.output_name if meta.output_name in outputs else outputs[0],
+    )
 
 
 def latency_ms(sess, x: np.ndarray, runs: int, warmup: int = 10) -> tuple[float, float]:
@@ -129,7 +139,9 @@ class Scores:
     inputs: np.ndarray
 
 
-def score_samples(sess, meta: ModelMetadata, samples: Sequence[Sample], keep_inputs: int = 0) -> Scores:
+def score_samples(
+    sess, meta: ModelMetadata, samples: Sequence[Sample], keep_inputs: int = 0
+) -> Scores:
     """Decode, preprocess (:mod:`transferkit.imaging`, as the server does) and run every sample.
 
     Args:
@@ -153,7 +165,7 @@ def score_samples(sess, meta: ModelMetadata, samples: Sequence[Sample], keep_inp
     skipped: list[str] = []
     for start in range(0, len(samples), _CHUNK):
         batch = []
-        for path, label in samples[start:start + _CHUNK]:
+        for path, label in samples[start : start + _CHUNK]:
             try:
                 batch.append(preprocess(load_image(path), prep))
             except ImageDecodeError as exc:
@@ -165,27 +177,38 @@ def score_samples(sess, meta: ModelMetadata, samples: Sequence[Sample], keep_inp
         if not batch:
             continue
         x = np.stack(batch)
-        kept += batch[:max(0, keep_inputs - len(kept))]
+        kept += batch[: max(0, keep_inputs - len(kept))]
         logits.append(sess.run([out_name], {in_name: x})[0])
     if not paths:
-        raise ValueError(f"none of the {len(samples)} images could be read (see the warnings above)")
+        raise ValueError(
+            f"none of the {len(samples)} images could be read (see the warnings above)"
+        )
     shape = (0, prep.channels, prep.input_size, prep.input_size)
-    return Scores(paths, np.asarray(labels, dtype=np.int64), np.concatenate(logits), skipped,
-                  np.stack(kept) if kept else np.zeros(shape, np.float32))
+    return Scores(
+        paths,
+        np.asarray(labels, dtype=np.int64),
+        np.concatenate(logits),
+        skipped,
+        np.stack(kept) if kept else np.zeros(shape, np.float32),
+    )
 
 
-def _latency(sess, inputs: np.ndarray, batch_sizes: Sequence[int], runs: int) -> dict[str, dict[str, float]]:
+def _latency(
+    sess, inputs: np.ndarray, batch_sizes: Sequence[int], runs: int
+) -> dict[str, dict[str, float]]:
     """p50/p99 ms per batch size, real images repeated to fill the batch (model run only)."""
     out = {}
     for b in batch_sizes:
-        p50, p99 = latency_ms(sess, np.resize(inputs, (b, *inputs.shape[1:])),
-                              runs if b <= 8 else max(10, runs // 5))
+        p50, p99 = latency_ms(
+            sess, np.resize(inputs, (b, *inputs.shape[1:])), runs if b <= 8 else max(10, runs // 5)
+        )
         out[str(b)] = {"p50": p50, "p99": p99}
     return out
 
 
-def _figures(sess, meta: ModelMetadata, samples: Sequence[Sample], batch_sizes: Sequence[int],
-             runs: int) -> tuple[Scores, dict[str, Any]]:
+def _figures(
+    sess, meta: ModelMetadata, samples: Sequence[Sample], batch_sizes: Sequence[int], runs: int
+) -> tuple[Scores, dict[str, Any]]:
     """Score ``samples``, then classification metrics (:mod:`transferkit.metrics`) and latency."""
     scores = score_samples(sess, meta, samples, keep_inputs=max(batch_sizes, default=0))
     k = len(meta.class_names)
@@ -196,8 +219,13 @@ def _figures(sess, meta: ModelMetadata, samples: Sequence[Sample], batch_sizes: 
     return scores, figures
 
 
-def onnx_figures(path: str | Path, samples: Sequence[Sample], threads: int = 0,
-                 batch_sizes: Sequence[int] = (1, 32), runs: int = 50) -> dict[str, Any]:
+def onnx_figures(
+    path: str | Path,
+    samples: Sequence[Sample],
+    threads: int = 0,
+    batch_sizes: Sequence[int] = (1, 32),
+    runs: int = 50,
+) -> dict[str, Any]:
     """Accuracy, per-class metrics and latency of one ONNX file on labelled images.
 
     Args:
@@ -225,12 +253,28 @@ def onnx_figures(path: str | Path, samples: Sequence[Sample], threads: int = 0,
     path = Path(path)
     sess, meta, threads = open_model(path, threads)
     _, f = _figures(sess, meta, samples, batch_sizes, runs)
-    return {"onnx": str(path), "arch": meta.arch, "parameters": int(meta.extra.get("parameters", 0)),
-            "file_mb": path.stat().st_size / 1e6, "input_size": meta.preprocessing.input_size,
-            "test_acc": f["accuracy"], "test_images": f["images"], "threads": threads,
-            "latency_ms": f["latency_ms"],
-            **{k: f[k] for k in ("balanced_accuracy", "macro_f1", "per_class", "confusion_matrix",
-                                 "classes", "skipped")}}
+    return {
+        "onnx": str(path),
+        "arch": meta.arch,
+        "parameters": int(meta.extra.get("parameters", 0)),
+        "file_mb": path.stat().st_size / 1e6,
+        "input_size": meta.preprocessing.input_size,
+        "test_acc": f["accuracy"],
+        "test_images": f["images"],
+        "threads": threads,
+        "latency_ms": f["latency_ms"],
+        **{
+            k: f[k]
+            for k in (
+                "balanced_accuracy",
+                "macro_f1",
+                "per_class",
+                "confusion_matrix",
+                "classes",
+                "skipped",
+            )
+        },
+    }
 
 
 def _split_samples(splits: Splits, split: str) -> list[Sample]:
@@ -239,8 +283,9 @@ def _split_samples(splits: Splits, split: str) -> list[Sample]:
     return list(getattr(splits, split))
 
 
-def _to_model_classes(samples: Sequence[Sample], folder_classes: Sequence[str],
-                      model_classes: Sequence[str]) -> list[Sample]:
+def _to_model_classes(
+    samples: Sequence[Sample], folder_classes: Sequence[str], model_classes: Sequence[str]
+) -> list[Sample]:
     """Re-index labels from the folder's class order to the model's, matching names.
 
     Raises:
@@ -252,7 +297,8 @@ def _to_model_classes(samples: Sequence[Sample], folder_classes: Sequence[str],
     if unknown:
         raise ValueError(
             f"the dataset has class folder(s) {', '.join(map(repr, unknown))} that the model does not "
-            f"know; the model's classes are {', '.join(map(repr, model_classes))}")
+            f"know; the model's classes are {', '.join(map(repr, model_classes))}"
+        )
     return [(p, index[folder_classes[y]]) for p, y in samples]
 
 
@@ -280,8 +326,15 @@ def write_misclassified(path: str | Path, scores: Scores, class_names: Sequence[
         w = csv.writer(fh)
         w.writerow(["path", "true", "predicted", "confidence", *(f"p_{c}" for c in class_names)])
         for i in rows:
-            w.writerow([scores.paths[i], class_names[scores.labels[i]], class_names[pred[i]],
-                        f"{probs[i, pred[i]]:.6f}", *(f"{p:.6f}" for p in probs[i])])
+            w.writerow(
+                [
+                    scores.paths[i],
+                    class_names[scores.labels[i]],
+                    class_names[pred[i]],
+                    f"{probs[i, pred[i]]:.6f}",
+                    *(f"{p:.6f}" for p in probs[i]),
+                ]
+            )
     return len(rows)
 
 
@@ -335,12 +388,22 @@ def evaluate_onnx(
     """
     if split not in SPLITS:
         raise ValueError(f"split {split!r}: allowed values are {', '.join(SPLITS)}")
-    validate(DataConfig, {"dataset": dataset, "val_fraction": val_fraction,
-                          "test_fraction": test_fraction}, "evaluate")
-    validate(EvaluateConfig, {"threads": threads, "latency_batches": list(batch_sizes),
-                              "latency_runs": latency_runs}, "evaluate")
+    validate(
+        DataConfig,
+        {"dataset": dataset, "val_fraction": val_fraction, "test_fraction": test_fraction},
+        "evaluate",
+    )
+    validate(
+        EvaluateConfig,
+        {"threads": threads, "latency_batches": list(batch_sizes), "latency_runs": latency_runs},
+        "evaluate",
+    )
     model = Path(model)
-    csv_path = Path(errors_csv) if errors_csv is not None else Path(f"{model.stem}.{split}.misclassified.csv")
+    csv_path = (
+        Path(errors_csv)
+        if errors_csv is not None
+        else Path(f"{model.stem}.{split}.misclassified.csv")
+    )
     if csv_path.is_dir():  # refused before the (long) scoring, not after it
         raise ValueError(f"--errors {csv_path}: is a folder; give the path of a .csv file to write")
     sess, meta, threads = open_model(model, threads)
@@ -348,10 +411,19 @@ def evaluate_onnx(
     samples = _split_samples(splits, split)
     if not samples:
         counts = ", ".join(f"{k} {v}" for k, v in splits.counts().items())
-        raise ValueError(f"the {split} split of {splits.source} is empty ({counts} images); choose "
-                         "another --split or change the split fractions")
+        raise ValueError(
+            f"the {split} split of {splits.source} is empty ({counts} images); choose "
+            "another --split or change the split fractions"
+        )
     samples = _to_model_classes(samples, splits.class_names, meta.class_names)
     scores, figures = _figures(sess, meta, samples, batch_sizes, latency_runs)
     wrong = write_misclassified(csv_path, scores, meta.class_names)
-    return {"model": str(model.resolve()), "dataset": splits.source, "split": split, **figures,
-            "threads": threads, "misclassified": wrong, "misclassified_csv": str(csv_path.resolve())}
+    return {
+        "model": str(model.resolve()),
+        "dataset": splits.source,
+        "split": split,
+        **figures,
+        "threads": threads,
+        "misclassified": wrong,
+        "misclassified_csv": str(csv_path.resolve()),
+    }

@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -91,9 +92,16 @@ def _preprocessed(paths: Sequence[str], prep: Preprocessing) -> np.ndarray:
 def _torch_export(model: torch.nn.Module, prep: Preprocessing, path: Path, opset: int) -> None:
     example = (torch.randn(2, prep.channels, prep.input_size, prep.input_size),)
     program = torch.onnx.export(
-        model, example, dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME], dynamic_shapes=({0: "batch"},), external_data=False,
-        verbose=False)
+        model,
+        example,
+        dynamo=True,
+        opset_version=opset,
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes=({0: "batch"},),
+        external_data=False,
+        verbose=False,
+    )
     program.save(str(path), external_data=False)
 
 
@@ -125,8 +133,14 @@ def _structure_checks(path: Path, num_classes: int) -> list[str]:
     return failures
 
 
-def _numeric_checks(model: torch.nn.Module, path: Path, x: np.ndarray, batch_size: int,
-                    atol: float, report: ExportReport) -> list[str]:
+def _numeric_checks(
+    model: torch.nn.Module,
+    path: Path,
+    x: np.ndarray,
+    batch_size: int,
+    atol: float,
+    report: ExportReport,
+) -> list[str]:
     import onnxruntime as ort
 
     failures = []
@@ -141,7 +155,7 @@ def _numeric_checks(model: torch.nn.Module, path: Path, x: np.ndarray, batch_siz
     diffs, agree, total = [], 0, 0
     with torch.inference_mode():
         for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size]
+            xb = x[i : i + batch_size]
             ref = model(torch.from_numpy(xb)).float().numpy()
             got = sess.run([OUTPUT_NAME], {INPUT_NAME: xb})[0]
             diffs.append(float(np.abs(ref - got).max()))
@@ -153,7 +167,9 @@ def _numeric_checks(model: torch.nn.Module, path: Path, x: np.ndarray, batch_siz
     if report.max_abs_diff > atol:
         failures.append(f"max abs logit difference {report.max_abs_diff:.3g} > {atol:g}")
     if agree != total:
-        failures.append(f"top-1 agreement {agree}/{total} ({report.top1_agreement:.2%}), expected 100%")
+        failures.append(
+            f"top-1 agreement {agree}/{total} ({report.top1_agreement:.2%}), expected 100%"
+        )
     return failures
 
 
@@ -183,9 +199,16 @@ def export_onnx(cfg: ExportConfig, images: Sequence[str] | None = None) -> Expor
     if len(paths) < 2:
         raise ValueError(
             f"no real images to validate the export of {cfg.run} on (its splits.json lists none "
-            "that exist); pass image paths (`transferkit export RUN --images DIR`)")
-    report = ExportReport(str(out), info["path"], info["arch"], cfg.opset, count_parameters(model),
-                          image_source=source)
+            "that exist); pass image paths (`transferkit export RUN --images DIR`)"
+        )
+    report = ExportReport(
+        str(out),
+        info["path"],
+        info["arch"],
+        cfg.opset,
+        count_parameters(model),
+        image_source=source,
+    )
     t0 = time.perf_counter()
     _torch_export(model, prep, out, cfg.opset)
     report.export_seconds = time.perf_counter() - t0
@@ -205,18 +228,29 @@ def export_onnx(cfg: ExportConfig, images: Sequence[str] | None = None) -> Expor
     return report
 
 
-def _write_metadata(path: Path, info: dict[str, Any], prep: Preprocessing, report: ExportReport) -> None:
+def _write_metadata(
+    path: Path, info: dict[str, Any], prep: Preprocessing, report: ExportReport
+) -> None:
     import onnx
 
     m = onnx.load(str(path))
     meta = ModelMetadata(
-        class_names=list(info["class_names"]), preprocessing=prep, arch=info["arch"],
-        source_run=str(info.get("source") or info["path"]), input_name=INPUT_NAME,
+        class_names=list(info["class_names"]),
+        preprocessing=prep,
+        arch=info["arch"],
+        source_run=str(info.get("source") or info["path"]),
+        input_name=INPUT_NAME,
         output_name=OUTPUT_NAME,
-        extra={"width_mult": info.get("width_mult", 1.0), "parameters": report.parameters,
-               "opset": report.opset, "max_abs_diff": report.max_abs_diff,
-               "top1_agreement": report.top1_agreement, "images_compared": report.images_compared,
-               "metrics": info.get("metrics", {})})
+        extra={
+            "width_mult": info.get("width_mult", 1.0),
+            "parameters": report.parameters,
+            "opset": report.opset,
+            "max_abs_diff": report.max_abs_diff,
+            "top1_agreement": report.top1_agreement,
+            "images_compared": report.images_compared,
+            "metrics": info.get("metrics", {}),
+        },
+    )
     del m.metadata_props[:]
     for k, v in meta.to_props().items():
         entry = m.metadata_props.add()

@@ -7,11 +7,20 @@ without importing torch.
 from importlib import import_module
 
 _EXPORTS = {
-    "BuiltModel": "build", "FreezeDepthError": "build", "build_model": "build",
-    "count_parameters": "build", "freeze_stages": "build", "head_module": "build",
-    "param_groups": "build", "set_train_mode": "build",
-    "ArchSpec": "registry", "Stage": "registry", "UnknownArchError": "registry",
-    "get_arch": "registry", "list_archs": "registry", "model_stages": "registry",
+    "BuiltModel": "build",
+    "FreezeDepthError": "build",
+    "build_model": "build",
+    "count_parameters": "build",
+    "freeze_stages": "build",
+    "head_module": "build",
+    "param_groups": "build",
+    "set_train_mode": "build",
+    "ArchSpec": "registry",
+    "Stage": "registry",
+    "UnknownArchError": "registry",
+    "get_arch": "registry",
+    "list_archs": "registry",
+    "model_stages": "registry",
     "WeightsUnavailableError": "weights",
 }
 __all__ = sorted(_EXPORTS)

@@ -9,8 +9,9 @@ model (the 1000-class head) are dropped, missing and unexpected keys are logged.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,8 +20,17 @@ from transferkit.config import ModelConfig, Preprocessing
 from transferkit.models.registry import ArchSpec, Stage, get_arch, model_stages
 from transferkit.models.weights import WeightsUnavailableError, load_state_dict_for
 
-__all__ = ["BuiltModel", "build_model", "freeze_stages", "set_train_mode", "param_groups",
-           "FreezeDepthError", "KeepStagesError", "head_module", "count_parameters"]
+__all__ = [
+    "BuiltModel",
+    "build_model",
+    "freeze_stages",
+    "set_train_mode",
+    "param_groups",
+    "FreezeDepthError",
+    "KeepStagesError",
+    "head_module",
+    "count_parameters",
+]
 
 log = logging.getLogger(__name__)
 
@@ -78,20 +88,27 @@ def _cut(model: nn.Module, spec: ArchSpec, cfg: ModelConfig, num_classes: int) -
     from torchvision.ops.misc import Conv2dNormActivation
 
     if spec.family != "features" or spec.name.startswith("convnext"):
-        raise KeepStagesError(f"model.keep_stages: {spec.name} cannot be cut into fewer stages "
-                              "(only mobilenet_v2, mobilenet_v3_*, efficientnet_*); leave it unset")
+        raise KeepStagesError(
+            f"model.keep_stages: {spec.name} cannot be cut into fewer stages "
+            "(only mobilenet_v2, mobilenet_v3_*, efficientnet_*); leave it unset"
+        )
     stages = model_stages(model, spec)
     k = cfg.keep_stages
     if not 1 <= k <= len(stages):
-        raise KeepStagesError(f"model.keep_stages={k} is out of range for {spec.name}: allowed "
-                              f"1..{len(stages)} (stages: {', '.join(s.name for s in stages)})")
+        raise KeepStagesError(
+            f"model.keep_stages={k} is out of range for {spec.name}: allowed "
+            f"1..{len(stages)} (stages: {', '.join(s.name for s in stages)})"
+        )
     last = int(stages[k - 1].modules[-1].split(".")[1])
-    feats = list(model.features.children())[:last + 1]
+    feats = list(model.features.children())[: last + 1]
     channels = stages[k - 1].out_channels
     new = []
     if cfg.head_hidden is not None:
-        feats.append(Conv2dNormActivation(channels, cfg.head_hidden, kernel_size=1,
-                                          activation_layer=nn.ReLU6))
+        feats.append(
+            Conv2dNormActivation(
+                channels, cfg.head_hidden, kernel_size=1, activation_layer=nn.ReLU6
+            )
+        )
         new.append(f"features.{len(feats) - 1}.")
         channels = cfg.head_hidden
     model.features = nn.Sequential(*feats)
@@ -117,7 +134,9 @@ def _construct(spec: ArchSpec, cfg: ModelConfig, num_classes: int) -> tuple[nn.M
         for m in model.get_submodule(spec.head).modules():
             if isinstance(m, nn.Dropout):
                 m.p = cfg.dropout
-    momentum = cfg.bn_momentum if cfg.bn_momentum is not None else (0.1 if cfg.weights is None else None)
+    momentum = (
+        cfg.bn_momentum if cfg.bn_momentum is not None else (0.1 if cfg.weights is None else None)
+    )
     if momentum is not None:
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -125,8 +144,13 @@ def _construct(spec: ArchSpec, cfg: ModelConfig, num_classes: int) -> tuple[nn.M
     return model, new
 
 
-def _load_pretrained(model: nn.Module, spec: ArchSpec, sd: dict[str, torch.Tensor],
-                     new: tuple[str, ...] = (), cut: bool = False) -> None:
+def _load_pretrained(
+    model: nn.Module,
+    spec: ArchSpec,
+    sd: dict[str, torch.Tensor],
+    new: tuple[str, ...] = (),
+    cut: bool = False,
+) -> None:
     """Load ``sd`` into ``model``: the head (and the ``new`` modules) may differ or be missing;
     a cut backbone (``cut``) ignores the weights of the stages it dropped."""
     own = model.state_dict()
@@ -229,8 +253,9 @@ def _named_trainable(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
             yield n, p
 
 
-def param_groups(model: nn.Module, spec: ArchSpec, backbone_lr: float, head_lr: float,
-                 weight_decay: float) -> list[dict[str, Any]]:
+def param_groups(
+    model: nn.Module, spec: ArchSpec, backbone_lr: float, head_lr: float, weight_decay: float
+) -> list[dict[str, Any]]:
     """Optimizer parameter groups: backbone/head x decay/no-decay.
 
     Frozen parameters are left out (no update, no weight decay); biases and normalisation
@@ -244,10 +269,12 @@ def param_groups(model: nn.Module, spec: ArchSpec, backbone_lr: float, head_lr: 
         groups.setdefault((part, p.ndim > 1), []).append(p)
     out = []
     for (part, decay), params in sorted(groups.items()):
-        out.append({
-            "params": params,
-            "lr": head_lr if part == "head" else backbone_lr,
-            "weight_decay": weight_decay if decay else 0.0,
-            "name": f"{part}{'' if decay else '_no_decay'}",
-        })
+        out.append(
+            {
+                "params": params,
+                "lr": head_lr if part == "head" else backbone_lr,
+                "weight_decay": weight_decay if decay else 0.0,
+                "name": f"{part}{'' if decay else '_no_decay'}",
+            }
+        )
     return out

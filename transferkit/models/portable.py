@@ -29,10 +29,18 @@ class PortableModelError(ValueError):
     """A file that is not a transferkit ``model.pt`` (or a run folder without one)."""
 
 
-def save_portable(path: str | Path, model: nn.Module, arch: str, class_names: list[str],
-                  preprocessing: Preprocessing, width_mult: float = 1.0, source: str = "",
-                  metrics: dict[str, float] | None = None, keep_stages: int | None = None,
-                  head_hidden: int | None = None) -> Path:
+def save_portable(
+    path: str | Path,
+    model: nn.Module,
+    arch: str,
+    class_names: list[str],
+    preprocessing: Preprocessing,
+    width_mult: float = 1.0,
+    source: str = "",
+    metrics: dict[str, float] | None = None,
+    keep_stages: int | None = None,
+    head_hidden: int | None = None,
+) -> Path:
     """Write ``model.pt`` (weights of ``model``, unwrapped from DDP if needed); ``keep_stages`` /
     ``head_hidden`` describe a cut backbone (see :class:`~transferkit.config.ModelConfig`)."""
     inner = getattr(model, "module", model)
@@ -66,7 +74,8 @@ def resolve_model_file(path: str | Path) -> Path:
     if not p.is_file():
         raise PortableModelError(
             f"{path} is neither a run folder holding model.pt nor a model.pt file "
-            "(did the run finish? `transferkit finetune` writes model.pt at the end)")
+            "(did the run finish? `transferkit finetune` writes model.pt at the end)"
+        )
     return p
 
 
@@ -86,8 +95,13 @@ def load_portable(path: str | Path) -> tuple[BuiltModel, dict[str, Any]]:
         raise PortableModelError(f"cannot read {p}: {exc}") from exc
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise PortableModelError(f"{p} is not a transferkit model.pt (format {FORMAT})")
-    cfg = ModelConfig(arch=obj["arch"], weights=None, width_mult=obj.get("width_mult", 1.0),
-                      keep_stages=obj.get("keep_stages"), head_hidden=obj.get("head_hidden"))
+    cfg = ModelConfig(
+        arch=obj["arch"],
+        weights=None,
+        width_mult=obj.get("width_mult", 1.0),
+        keep_stages=obj.get("keep_stages"),
+        head_hidden=obj.get("head_hidden"),
+    )
     built = build_model(cfg, int(obj["num_classes"]))
     built.model.load_state_dict(obj["state_dict"])
     built.model.eval()

@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch stays out of name lookups (the CLI checks names before importing it)
     from torch import nn
 
-__all__ = ["ArchSpec", "Stage", "register", "get_arch", "list_archs", "model_stages", "UnknownArchError"]
+__all__ = [
+    "ArchSpec",
+    "Stage",
+    "register",
+    "get_arch",
+    "list_archs",
+    "model_stages",
+    "UnknownArchError",
+]
 
 
 class UnknownArchError(ValueError):
@@ -95,7 +103,7 @@ def get_arch(name: str) -> ArchSpec:
         ) from None
 
 
-def _out_channels(module: "nn.Module") -> int | None:
+def _out_channels(module: nn.Module) -> int | None:
     from torch import nn
 
     out = None
@@ -107,7 +115,7 @@ def _out_channels(module: "nn.Module") -> int | None:
     return out
 
 
-def model_stages(model: "nn.Module", spec: ArchSpec) -> list[Stage]:
+def model_stages(model: nn.Module, spec: ArchSpec) -> list[Stage]:
     """The ordered named stages of ``model`` (a model built for ``spec``).
 
     Returns:
@@ -131,4 +139,3 @@ def model_stages(model: "nn.Module", spec: ArchSpec) -> list[Stage]:
     for k, (ch, idxs) in enumerate(groups, start=1):
         stages.append(Stage(f"stage{k}", tuple(f"features.{i}" for i in idxs), ch))
     return stages
-

@@ -13,7 +13,12 @@ from typing import Any
 
 from transferkit.errors import TransferkitError
 
-__all__ = ["WeightsUnavailableError", "resolve_weights_enum", "load_state_dict_for", "offline_weight_files"]
+__all__ = [
+    "WeightsUnavailableError",
+    "resolve_weights_enum",
+    "load_state_dict_for",
+    "offline_weight_files",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +66,9 @@ def _from_enum(arch: str, name: str) -> tuple[dict[str, Any], Any]:
     w = resolve_weights_enum(arch, name)
     filename = os.path.basename(w.url)
     hub_file = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    candidates = [hub_file] + ([offline_weight_files()[filename]] if filename in offline_weight_files() else [])
+    candidates = [hub_file] + (
+        [offline_weight_files()[filename]] if filename in offline_weight_files() else []
+    )
     for c in candidates:
         if c.is_file():
             return torch.load(c, map_location="cpu", weights_only=True), w
@@ -83,7 +90,8 @@ def _from_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     except Exception as exc:  # noqa: BLE001
         raise WeightsUnavailableError(
             f"cannot read weights file {path}: not a PyTorch state-dict file of tensors "
-            f"({exc.__class__.__name__})") from exc
+            f"({exc.__class__.__name__})"
+        ) from exc
     meta: dict[str, Any] = {}
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         meta = {k: v for k, v in obj.items() if k != "state_dict"}
@@ -106,7 +114,8 @@ def load_state_dict_for(arch: str, weights: str) -> tuple[dict[str, Any], dict[s
     if weights == "teacher":
         raise WeightsUnavailableError(
             "model.weights: 'teacher' (the teacher's own weights) works only for the student of a "
-            "distillation (transferkit distill, or the pipeline's student); give a file or an enum")
+            "distillation (transferkit distill, or the pipeline's student); give a file or an enum"
+        )
     p = Path(weights).expanduser()
     if p.suffix in (".pt", ".pth", ".bin") or p.exists():
         if not p.is_file():

@@ -32,9 +32,10 @@ import hmac
 import json
 import logging
 import time
-from contextlib import asynccontextmanager, nullcontext
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, ContextManager, Sequence
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
@@ -105,7 +106,8 @@ def _message(exc: BaseException) -> str:
 
     if isinstance(exc, RequestValidationError):
         return "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
+            for e in exc.errors()
         )
     return str(exc) or type(exc).__name__
 
@@ -133,7 +135,9 @@ async def _error_handler(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _http_error_response(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse(
+        {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+    )
 
 
 # -- request bodies ------------------------------------------------------------------------------
@@ -231,7 +235,9 @@ class ModelEntry:
         runtime: the owning :class:`ServingRuntime` (limits, metrics).
     """
 
-    def __init__(self, source: ModelSource, clf: OnnxClassifier | None, runtime: "ServingRuntime") -> None:
+    def __init__(
+        self, source: ModelSource, clf: OnnxClassifier | None, runtime: ServingRuntime
+    ) -> None:
         self.source = source
         self.name = source.name
         self.version = source.version
@@ -262,7 +268,10 @@ class ModelEntry:
         if self.clf is None:
             try:
                 self.clf = await run_in_threadpool(
-                    OnnxClassifier, self.source.path, name=self.name, version=self.version,
+                    OnnxClassifier,
+                    self.source.path,
+                    name=self.name,
+                    version=self.version,
                     intra_op_threads=self._rt.intra_op_threads,
                 )
             except (ModelLoadError, MetadataError, OSError, ValueError) as exc:
@@ -272,8 +281,11 @@ class ModelEntry:
         if self._rt.max_batch_size > 1 and self.batcher is None:
             metrics, name = self._rt.metrics, self.name
             batcher = DynamicBatcher(
-                self.clf.predict_batch, self._rt.max_batch_size, self._rt.max_queue_delay_ms,
-                on_batch=lambda rows, waits: metrics.observe_batch(name, rows, waits), name=self.name,
+                self.clf.predict_batch,
+                self._rt.max_batch_size,
+                self._rt.max_queue_delay_ms,
+                on_batch=lambda rows, waits: metrics.observe_batch(name, rows, waits),
+                name=self.name,
             )
             batcher.start()
             self.batcher = batcher
@@ -300,7 +312,7 @@ class ModelEntry:
             self.inflight -= 1
             gauge.dec()
 
-    def arriving(self) -> ContextManager[None]:
+    def arriving(self) -> AbstractContextManager[None]:
         """While a request reads and decodes its input: a batch in formation waits for it."""
         return self.batcher.arriving() if self.batcher is not None else nullcontext()
 
@@ -385,7 +397,10 @@ class ServingRuntime:
 
     def versions(self, name: str) -> list[str]:
         """Served versions of ``name``, oldest first (numeric order when numeric)."""
-        return sorted(self.models.get(name, {}), key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v))
+        return sorted(
+            self.models.get(name, {}),
+            key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v),
+        )
 
     def entry(self, name: str | None, version: str | None = None) -> ModelEntry:
         """The served model ``name`` (default: the first), at ``version`` (default: the latest).
@@ -401,7 +416,9 @@ class ServingRuntime:
             version = self.versions(name)[-1]
         entry = by_version.get(version)
         if entry is None:
-            raise UnknownModelError(f"model {name!r} has no version {version!r}; served versions: {self.versions(name)}")
+            raise UnknownModelError(
+                f"model {name!r} has no version {version!r}; served versions: {self.versions(name)}"
+            )
         return entry
 
     def entries(self) -> list[ModelEntry]:
@@ -443,7 +460,11 @@ class _Gate:
 
     def _authorized(self, scope: Scope) -> bool:
         for k, v in scope.get("headers", ()):
-            if k == b"authorization" and v[:7].lower() == b"bearer " and hmac.compare_digest(v[7:].strip(), self._key):
+            if (
+                k == b"authorization"
+                and v[:7].lower() == b"bearer "
+                and hmac.compare_digest(v[7:].strip(), self._key)
+            ):
                 return True
             if k == b"x-api-key" and hmac.compare_digest(v.strip(), self._key):
                 return True
@@ -458,7 +479,9 @@ class _Gate:
         start = time.perf_counter()
         refusal: ServingError | None = None
         if self._key is not None and not health and not self._authorized(scope):
-            refusal = UnauthorizedError("missing or wrong API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
+            refusal = UnauthorizedError(
+                "missing or wrong API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'"
+            )
         elif self.rt.draining and not health:
             refusal = ShuttingDownError("the server is shutting down; retry on another replica")
         if refusal is not None:
@@ -479,13 +502,17 @@ class _Gate:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            self.rt.metrics.observe_request(scope.get(_MODEL_KEY, ""), status[0], time.perf_counter() - start)
+            self.rt.metrics.observe_request(
+                scope.get(_MODEL_KEY, ""), status[0], time.perf_counter() - start
+            )
 
 
 # -- the app ---------------------------------------------------------------------------------------
 
 
-def _sources(models: Any, name: str | None) -> tuple[list[ModelSource], dict[tuple[str, str], OnnxClassifier]]:
+def _sources(
+    models: Any, name: str | None
+) -> tuple[list[ModelSource], dict[tuple[str, str], OnnxClassifier]]:
     items = list(models) if isinstance(models, (list, tuple)) else [models]
     if not items:
         raise ValueError("no models to serve")
@@ -510,7 +537,11 @@ def _sources(models: Any, name: str | None) -> tuple[list[ModelSource], dict[tup
 
 
 def create_app(
-    models: str | Path | OnnxClassifier | ModelSource | Sequence[str | Path | OnnxClassifier | ModelSource],
+    models: str
+    | Path
+    | OnnxClassifier
+    | ModelSource
+    | Sequence[str | Path | OnnxClassifier | ModelSource],
     name: str | None = None,
     top_k: int = 5,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
@@ -549,17 +580,29 @@ def create_app(
         ValueError: a limit below 1 (``max_queue_delay_ms`` below 0), no models, a duplicate
             (name, version), or ``name`` with several models.
     """
-    for label, value in (("top_k", top_k), ("max_body_bytes", max_body_bytes), ("max_image_pixels", max_image_pixels),
-                         ("max_batch_size", max_batch_size), ("max_queue_size", max_queue_size)):
+    for label, value in (
+        ("top_k", top_k),
+        ("max_body_bytes", max_body_bytes),
+        ("max_image_pixels", max_image_pixels),
+        ("max_batch_size", max_batch_size),
+        ("max_queue_size", max_queue_size),
+    ):
         if value < 1:
             raise ValueError(f"{label} must be >= 1; got {value}")
     if max_queue_delay_ms < 0:
         raise ValueError(f"max_queue_delay_ms must be >= 0; got {max_queue_delay_ms}")
     sources, loaded = _sources(models, name)
     rt = ServingRuntime(
-        sources, loaded, top_k=top_k, max_body_bytes=max_body_bytes, max_image_pixels=max_image_pixels,
-        intra_op_threads=intra_op_threads, max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms,
-        max_queue_size=max_queue_size, api_key=api_key,
+        sources,
+        loaded,
+        top_k=top_k,
+        max_body_bytes=max_body_bytes,
+        max_image_pixels=max_image_pixels,
+        intra_op_threads=intra_op_threads,
+        max_batch_size=max_batch_size,
+        max_queue_delay_ms=max_queue_delay_ms,
+        max_queue_size=max_queue_size,
+        api_key=api_key,
     )
 
     @asynccontextmanager
@@ -650,7 +693,9 @@ def _add_routes(app: FastAPI, rt: ServingRuntime) -> None:
                 with entry.arriving():
                     data = await read_body(request, rt.max_body_bytes)
                     if not data:
-                        raise InvalidInputError("empty body: expected an encoded image (PNG, JPEG, ...)")
+                        raise InvalidInputError(
+                            "empty body: expected an encoded image (PNG, JPEG, ...)"
+                        )
                 logits = await entry.infer_image(data, rt.max_image_pixels)
                 rid = request.headers.get("inference-request-id")
             else:
@@ -658,7 +703,9 @@ def _add_routes(app: FastAPI, rt: ServingRuntime) -> None:
                     body = await read_body(request, rt.max_body_bytes)
                     payload = await _parse_json(body)
                     if len(body) > _JSON_IN_THREAD_BYTES:
-                        x, rid = await run_in_threadpool(parse_infer_request, payload, clf, _MAX_ROWS)
+                        x, rid = await run_in_threadpool(
+                            parse_infer_request, payload, clf, _MAX_ROWS
+                        )
                     else:
                         x, rid = parse_infer_request(payload, clf, _MAX_ROWS)
                 logits = await entry.infer(x)
@@ -676,11 +723,17 @@ def _add_routes(app: FastAPI, rt: ServingRuntime) -> None:
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
-        return {"models": [{"name": e.name, "version": e.version, "ready": e.ready, "path": str(e.source.path)}
-                           for e in rt.entries()]}
+        return {
+            "models": [
+                {"name": e.name, "version": e.version, "ready": e.ready, "path": str(e.source.path)}
+                for e in rt.entries()
+            ]
+        }
 
     @app.get("/v1/model")
-    async def v1_model(request: Request, model: str | None = Query(None, description="model name")) -> dict[str, Any]:
+    async def v1_model(
+        request: Request, model: str | None = Query(None, description="model name")
+    ) -> dict[str, Any]:
         entry = _entry(request, model, None)
         return {**entry.get().metadata_dict(), "name": entry.name}
 
@@ -710,7 +763,9 @@ async def _parse_json(body: bytes) -> Any:
         InvalidInputError: empty, not UTF-8 or not JSON.
     """
     if not body:
-        raise InvalidInputError("empty body: expected an OIP v2 inference request (JSON) or an image")
+        raise InvalidInputError(
+            "empty body: expected an OIP v2 inference request (JSON) or an image"
+        )
     try:
         if len(body) > _JSON_IN_THREAD_BYTES:
             return await run_in_threadpool(json.loads, body)

@@ -18,10 +18,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -142,7 +142,8 @@ class DynamicBatcher:
         self._busy = True
         try:
             out = await asyncio.get_running_loop().run_in_executor(
-                self._executor, lambda: self._run(prepare()))
+                self._executor, lambda: self._run(prepare())
+            )
         finally:
             self._busy = False
             self._poke()

@@ -18,7 +18,24 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["ServerMetrics", "CONTENT_TYPE_LATEST"]
 
-_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
 _QUEUE_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -30,18 +47,45 @@ class ServerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("transferkit_requests", "Answered requests by model and HTTP status.",
-                                ["model", "code"], registry=r)
-        self.errors = Counter("transferkit_request_errors", "Requests answered with status >= 400.",
-                              ["model", "code"], registry=r)
-        self.latency = Histogram("transferkit_request_latency_seconds", "Request latency in the server.",
-                                 ["model"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.queue_time = Histogram("transferkit_queue_time_seconds", "Time from queued to batch start.",
-                                    ["model"], buckets=_QUEUE_BUCKETS, registry=r)
-        self.batch_size = Histogram("transferkit_batch_size", "Rows per ONNX Runtime run.",
-                                    ["model"], buckets=_BATCH_BUCKETS, registry=r)
-        self.inflight = Gauge("transferkit_inflight_requests", "Admitted, unanswered inference requests.",
-                              ["model"], registry=r)
+        self.requests = Counter(
+            "transferkit_requests",
+            "Answered requests by model and HTTP status.",
+            ["model", "code"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "transferkit_request_errors",
+            "Requests answered with status >= 400.",
+            ["model", "code"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "transferkit_request_latency_seconds",
+            "Request latency in the server.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_time = Histogram(
+            "transferkit_queue_time_seconds",
+            "Time from queued to batch start.",
+            ["model"],
+            buckets=_QUEUE_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "transferkit_batch_size",
+            "Rows per ONNX Runtime run.",
+            ["model"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "transferkit_inflight_requests",
+            "Admitted, unanswered inference requests.",
+            ["model"],
+            registry=r,
+        )
 
     def observe_request(self, model: str, code: int, seconds: float) -> None:
         """Count one answered request."""

@@ -13,15 +13,16 @@ import io
 import logging
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from transferkit.imaging import ImageDecodeError, ImageTooLargeError, decode_image, preprocess
 from transferkit.errors import TransferkitError
+from transferkit.imaging import ImageTooLargeError, decode_image, preprocess
 from transferkit.metadata import ModelMetadata
 from transferkit.metrics import softmax
 
@@ -56,7 +57,11 @@ def gpu_present() -> bool:
         return False
     count = ctypes.c_int(0)
     try:
-        return cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+        return (
+            cuda.cuInit(0) == 0
+            and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0
+            and count.value > 0
+        )
     except (AttributeError, OSError):
         return False
 
@@ -96,7 +101,9 @@ def resolve_threads(requested: int) -> int:
     if requested == 0:
         return min(cpus, _MAX_AUTO_THREADS)
     if requested > cpus:
-        log.warning("intra_op_threads=%d exceeds the %d available CPUs; using %d", requested, cpus, cpus)
+        log.warning(
+            "intra_op_threads=%d exceeds the %d available CPUs; using %d", requested, cpus, cpus
+        )
     return min(requested, cpus)
 
 
@@ -116,7 +123,9 @@ def check_pixels(data: bytes, max_pixels: int) -> None:
             with Image.open(io.BytesIO(data)) as img:
                 w, h = img.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLargeError(f"image exceeds the decompression-bomb pixel limit: {exc}") from exc
+        raise ImageTooLargeError(
+            f"image exceeds the decompression-bomb pixel limit: {exc}"
+        ) from exc
     except Exception:  # noqa: BLE001 - not an image header: decode_image names the problem
         return
     if w * h > max_pixels:
@@ -176,7 +185,11 @@ class OnnxClassifier:
         self._warm_up()
         log.info(
             "loaded %s (%s, %d classes) on %s with %d intra-op threads",
-            self.path, self.metadata.arch, self.num_classes, self.providers, self.intra_op_threads,
+            self.path,
+            self.metadata.arch,
+            self.num_classes,
+            self.providers,
+            self.intra_op_threads,
         )
 
     # -- loading ---------------------------------------------------------------------------------
@@ -202,7 +215,12 @@ class OnnxClassifier:
         if (in_name, out_name) != (self.metadata.input_name, self.metadata.output_name):
             log.warning(
                 "metadata names input %r / output %r, graph has %s / %s; using %r / %r",
-                self.metadata.input_name, self.metadata.output_name, inputs, outputs, in_name, out_name,
+                self.metadata.input_name,
+                self.metadata.output_name,
+                inputs,
+                outputs,
+                in_name,
+                out_name,
             )
         return in_name, out_name
 
@@ -215,7 +233,9 @@ class OnnxClassifier:
         expected = [-1, prep.channels, prep.input_size, prep.input_size]
         shape = _shape(node.shape)
         if node.type != "tensor(float)":
-            raise ModelLoadError(f"input {node.name!r} is {node.type}; transferkit serves float32 inputs")
+            raise ModelLoadError(
+                f"input {node.name!r} is {node.type}; transferkit serves float32 inputs"
+            )
         if len(shape) != 4 or any(s not in (-1, e) for s, e in zip(shape[1:], expected[1:])):
             raise ModelLoadError(
                 f"input {node.name!r} has shape {shape}; the metadata's preprocessing gives {expected}"
@@ -339,7 +359,11 @@ class OnnxClassifier:
             node = self._node(self.input_name, self.session.get_inputs())
         else:
             node = self._node(self.output_name, self.session.get_outputs())
-        return {"name": node.name, "datatype": _ORT_DTYPES.get(node.type, node.type), "shape": _shape(node.shape)}
+        return {
+            "name": node.name,
+            "datatype": _ORT_DTYPES.get(node.type, node.type),
+            "shape": _shape(node.shape),
+        }
 
     def metadata_dict(self) -> dict[str, Any]:
         """JSON-ready description for ``GET /v1/model``; symbolic dimensions are -1."""
@@ -352,11 +376,18 @@ class OnnxClassifier:
             "class_names": self.class_names,
             "num_classes": self.num_classes,
             "preprocessing": self.preprocessing.model_dump(mode="json"),
-            "input": {"name": inp.name, "shape": _shape(inp.shape), "datatype": _ORT_DTYPES.get(inp.type, inp.type)},
-            "output": {"name": out.name, "shape": _shape(out.shape), "datatype": _ORT_DTYPES.get(out.type, out.type)},
+            "input": {
+                "name": inp.name,
+                "shape": _shape(inp.shape),
+                "datatype": _ORT_DTYPES.get(inp.type, inp.type),
+            },
+            "output": {
+                "name": out.name,
+                "shape": _shape(out.shape),
+                "datatype": _ORT_DTYPES.get(out.type, out.type),
+            },
             "execution_providers": self.providers,
             "intra_op_threads": self.intra_op_threads,
             "source_run": self.metadata.source_run,
             "extra": self.metadata.extra,
         }
-

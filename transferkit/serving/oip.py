@@ -66,7 +66,9 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def parse_infer_request(payload: Any, clf: OnnxClassifier, max_rows: int) -> tuple[np.ndarray, str | None]:
+def parse_infer_request(
+    payload: Any, clf: OnnxClassifier, max_rows: int
+) -> tuple[np.ndarray, str | None]:
     """Check an OIP v2 inference request against the model and build its input.
 
     Args:
@@ -84,40 +86,60 @@ def parse_infer_request(payload: Any, clf: OnnxClassifier, max_rows: int) -> tup
             model; an unknown output is requested. Messages name the expected value.
     """
     if not isinstance(payload, dict):
-        raise InvalidInputError(f"the request body must be a JSON object; got {type(payload).__name__}")
+        raise InvalidInputError(
+            f"the request body must be a JSON object; got {type(payload).__name__}"
+        )
     rid = payload.get("id")
     if rid is not None and not isinstance(rid, str):
         raise InvalidInputError(f"'id' must be a string; got {type(rid).__name__}")
     spec = clf.tensor_spec("input")
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or not inputs:
-        raise InvalidInputError(f"'inputs' must be a non-empty list of tensors; model {clf.name!r} takes {spec['name']!r}")
+        raise InvalidInputError(
+            f"'inputs' must be a non-empty list of tensors; model {clf.name!r} takes {spec['name']!r}"
+        )
     if len(inputs) != 1:
-        raise InvalidTensorError(f"model {clf.name!r} takes 1 input ({spec['name']!r}); got {len(inputs)}")
+        raise InvalidTensorError(
+            f"model {clf.name!r} takes 1 input ({spec['name']!r}); got {len(inputs)}"
+        )
     t = inputs[0]
     if not isinstance(t, dict):
         raise InvalidInputError("each input must be an object with name, shape, datatype and data")
     if t.get("name") != spec["name"]:
-        raise InvalidTensorError(f"unknown input {t.get('name')!r}: model {clf.name!r} takes {spec['name']!r}")
+        raise InvalidTensorError(
+            f"unknown input {t.get('name')!r}: model {clf.name!r} takes {spec['name']!r}"
+        )
     if t.get("datatype") != spec["datatype"]:
-        raise InvalidTensorError(f"input {spec['name']!r} has datatype {spec['datatype']}; got {t.get('datatype')!r}")
+        raise InvalidTensorError(
+            f"input {spec['name']!r} has datatype {spec['datatype']}; got {t.get('datatype')!r}"
+        )
     shape = t.get("shape")
     if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-        raise InvalidTensorError(f"input 'shape' must be a list of non-negative integers; got {shape!r}")
+        raise InvalidTensorError(
+            f"input 'shape' must be a list of non-negative integers; got {shape!r}"
+        )
     expected = spec["shape"]
     if len(shape) != len(expected):
-        raise InvalidTensorError(f"input {spec['name']!r} has rank {len(expected)} {expected}; got rank {len(shape)} {shape}")
+        raise InvalidTensorError(
+            f"input {spec['name']!r} has rank {len(expected)} {expected}; got rank {len(shape)} {shape}"
+        )
     if any(e != -1 and s != e for s, e in zip(shape, expected)):
-        raise InvalidTensorError(f"input {spec['name']!r} has shape {expected} (-1: any); got {shape}")
+        raise InvalidTensorError(
+            f"input {spec['name']!r} has shape {expected} (-1: any); got {shape}"
+        )
     if not 1 <= shape[0] <= max_rows:
         raise InvalidTensorError(f"batch dimension must be 1..{max_rows}; got {shape[0]}")
     data = t.get("data")
     if not isinstance(data, list):
-        raise InvalidTensorError(f"input 'data' must be a list of numbers; got {type(data).__name__}")
+        raise InvalidTensorError(
+            f"input 'data' must be a list of numbers; got {type(data).__name__}"
+        )
     try:
         arr = np.asarray(data, dtype=np.float32)
     except (ValueError, TypeError) as exc:
-        raise InvalidTensorError(f"input 'data' must hold numbers only (flat or nested as the shape): {exc}") from None
+        raise InvalidTensorError(
+            f"input 'data' must hold numbers only (flat or nested as the shape): {exc}"
+        ) from None
     need = math.prod(shape)
     if arr.size != need:
         raise InvalidTensorError(f"input 'data' has {arr.size} values; shape {shape} needs {need}")
@@ -130,17 +152,25 @@ def parse_infer_request(payload: Any, clf: OnnxClassifier, max_rows: int) -> tup
             raise InvalidInputError("'outputs' must be a list of objects with a name")
         for o in outputs:
             if o.get("name") != out_name:
-                raise InvalidTensorError(f"unknown output {o.get('name')!r}: model {clf.name!r} has {out_name!r}")
+                raise InvalidTensorError(
+                    f"unknown output {o.get('name')!r}: model {clf.name!r} has {out_name!r}"
+                )
     return np.ascontiguousarray(arr.reshape(shape)), rid
 
 
-def infer_response(clf: OnnxClassifier, logits: np.ndarray, request_id: str | None) -> dict[str, Any]:
+def infer_response(
+    clf: OnnxClassifier, logits: np.ndarray, request_id: str | None
+) -> dict[str, Any]:
     """The OIP v2 inference response for float32 logits ``[N, K]``."""
     body: dict[str, Any] = {"model_name": clf.name, "model_version": clf.version}
     if request_id is not None:
         body["id"] = request_id
-    body["outputs"] = [{
-        "name": clf.output_name, "datatype": "FP32", "shape": list(logits.shape),
-        "data": logits.astype(np.float32).ravel().tolist(),
-    }]
+    body["outputs"] = [
+        {
+            "name": clf.output_name,
+            "datatype": "FP32",
+            "shape": list(logits.shape),
+            "data": logits.astype(np.float32).ravel().tolist(),
+        }
+    ]
     return body

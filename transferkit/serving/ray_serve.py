@@ -74,18 +74,29 @@ def build_deployment(cfg: ServeConfig) -> Any:
             from transferkit.serving.model import OnnxClassifier
 
             c = ServeConfig.model_validate(self.spec["cfg"])
-            models = [OnnxClassifier(path, name=name, version=version, intra_op_threads=self.spec["threads"])
-                      for name, version, path in self.spec["sources"]]
+            models = [
+                OnnxClassifier(
+                    path, name=name, version=version, intra_op_threads=self.spec["threads"]
+                )
+                for name, version, path in self.spec["sources"]
+            ]
             return create_app(
-                models, top_k=c.top_k, max_body_bytes=int(c.max_body_mb * 1024 * 1024),
-                max_image_pixels=c.max_image_pixels, intra_op_threads=self.spec["threads"],
-                max_batch_size=c.max_batch_size, max_queue_delay_ms=c.max_queue_delay_ms,
-                max_queue_size=c.max_queue_size, api_key=c.api_key,
+                models,
+                top_k=c.top_k,
+                max_body_bytes=int(c.max_body_mb * 1024 * 1024),
+                max_image_pixels=c.max_image_pixels,
+                intra_op_threads=self.spec["threads"],
+                max_batch_size=c.max_batch_size,
+                max_queue_delay_ms=c.max_queue_delay_ms,
+                max_queue_size=c.max_queue_size,
+                api_key=c.api_key,
             )
 
     ingress = serve.ingress()(TransferkitReplica)
     deployment = serve.deployment(
-        ingress, name="TransferkitReplica", num_replicas=cfg.replicas,
+        ingress,
+        name="TransferkitReplica",
+        num_replicas=cfg.replicas,
         ray_actor_options={"num_cpus": cfg.replica_cpus},
         max_ongoing_requests=max_ongoing_requests(cfg),
     )
@@ -122,8 +133,16 @@ def serve_ray(cfg: ServeConfig) -> None:
     try:
         serve.start(http_options={"host": cfg.host, "port": cfg.port})
         serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
-        log.info("Ray Serve: %d replica(s) at http://%s:%d (Ctrl+C to stop)", cfg.replicas, cfg.host, cfg.port)
-        print(f"transferkit: Ray Serve deployment ready at http://{cfg.host}:{cfg.port} (Ctrl+C to stop)", flush=True)
+        log.info(
+            "Ray Serve: %d replica(s) at http://%s:%d (Ctrl+C to stop)",
+            cfg.replicas,
+            cfg.host,
+            cfg.port,
+        )
+        print(
+            f"transferkit: Ray Serve deployment ready at http://{cfg.host}:{cfg.port} (Ctrl+C to stop)",
+            flush=True,
+        )
         while not stop["flag"]:
             time.sleep(0.5)
     except KeyboardInterrupt:

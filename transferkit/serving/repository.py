@@ -15,9 +15,9 @@ the highest. A loose file ``student.onnx`` is served as model ``student``, versi
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 __all__ = ["ModelSource", "discover_models", "NAME_PATTERN"]
 
@@ -42,7 +42,9 @@ class ModelSource:
 
 def _check_name(name: str, what: str) -> None:
     if not NAME_PATTERN.match(name):
-        raise ValueError(f"{what} {name!r}: use letters, digits, '_', '.' or '-' (it appears in URLs)")
+        raise ValueError(
+            f"{what} {name!r}: use letters, digits, '_', '.' or '-' (it appears in URLs)"
+        )
 
 
 def discover_models(
@@ -78,10 +80,16 @@ def discover_models(
         repo = Path(repository)
         if not repo.is_dir():
             raise FileNotFoundError(f"model repository not found (or not a folder): {repo}")
-        for model_dir in sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for model_dir in sorted(
+            p for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".")
+        ):
             _check_name(model_dir.name, f"model folder {model_dir}:")
             versions = sorted(
-                (v for v in model_dir.iterdir() if v.is_dir() and v.name.isdigit() and (v / "model.onnx").is_file()),
+                (
+                    v
+                    for v in model_dir.iterdir()
+                    if v.is_dir() and v.name.isdigit() and (v / "model.onnx").is_file()
+                ),
                 key=lambda v: int(v.name),
             )
             if not versions:
@@ -91,7 +99,9 @@ def discover_models(
                 )
             found += [ModelSource(model_dir.name, v.name, v / "model.onnx") for v in versions]
     if not found:
-        raise ValueError("no models to serve: give .onnx files or a repository with REPO/<name>/<version>/model.onnx")
+        raise ValueError(
+            "no models to serve: give .onnx files or a repository with REPO/<name>/<version>/model.onnx"
+        )
     seen: dict[tuple[str, str], Path] = {}
     for src in found:
         key = (src.name, src.version)

@@ -12,14 +12,19 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import uvicorn
 
 from transferkit.config import ServeConfig
 from transferkit.metadata import MetadataError
-from transferkit.serving.app import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_IMAGE_PIXELS, ServingRuntime, create_app
+from transferkit.serving.app import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    ServingRuntime,
+    create_app,
+)
 from transferkit.serving.model import ModelLoadError, OnnxClassifier
 from transferkit.serving.repository import ModelSource, discover_models
 
@@ -108,19 +113,37 @@ def serve(
     sources = discover_models(files, repository, name)
     models: list[ModelSource | OnnxClassifier] = list(sources)
     if eager:
-        models = [OnnxClassifier(s.path, name=s.name, version=s.version, intra_op_threads=intra_op_threads)
-                  for s in sources]
+        models = [
+            OnnxClassifier(
+                s.path, name=s.name, version=s.version, intra_op_threads=intra_op_threads
+            )
+            for s in sources
+        ]
     app = create_app(
-        models, top_k=top_k, max_body_bytes=max_body_bytes, max_image_pixels=max_image_pixels,
-        intra_op_threads=intra_op_threads, max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms,
-        max_queue_size=max_queue_size, api_key=api_key if api_key is not None else (os.environ.get(API_KEY_ENV) or None),
+        models,
+        top_k=top_k,
+        max_body_bytes=max_body_bytes,
+        max_image_pixels=max_image_pixels,
+        intra_op_threads=intra_op_threads,
+        max_batch_size=max_batch_size,
+        max_queue_delay_ms=max_queue_delay_ms,
+        max_queue_size=max_queue_size,
+        api_key=api_key if api_key is not None else (os.environ.get(API_KEY_ENV) or None),
     )
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, access_log=access_log,
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
         timeout_graceful_shutdown=graceful_timeout_s,
     )
     names = ", ".join(f"{s.name}:{s.version}" for s in sources)
-    log.info("serving %s at %s/v2/models/{name}/infer and /v1/predict (Ctrl+C to stop)", names, _url(host, port))
+    log.info(
+        "serving %s at %s/v2/models/{name}/infer and /v1/predict (Ctrl+C to stop)",
+        names,
+        _url(host, port),
+    )
     _DrainingServer(config, app.state.runtime).run()
 
 
@@ -133,19 +156,37 @@ def serve_config(cfg: ServeConfig, *, eager: bool = True, log_level: str = "info
         serve_ray(cfg)
         return
     serve(
-        cfg.models, cfg.host, cfg.port, repository=cfg.repository, name=cfg.name, top_k=cfg.top_k,
-        intra_op_threads=cfg.intra_op_threads, max_body_bytes=int(cfg.max_body_mb * 1024 * 1024),
-        max_image_pixels=cfg.max_image_pixels, max_batch_size=cfg.max_batch_size,
-        max_queue_delay_ms=cfg.max_queue_delay_ms, max_queue_size=cfg.max_queue_size, api_key=cfg.api_key,
-        eager=eager, log_level=log_level, access_log=cfg.access_log, graceful_timeout_s=cfg.graceful_timeout_s,
+        cfg.models,
+        cfg.host,
+        cfg.port,
+        repository=cfg.repository,
+        name=cfg.name,
+        top_k=cfg.top_k,
+        intra_op_threads=cfg.intra_op_threads,
+        max_body_bytes=int(cfg.max_body_mb * 1024 * 1024),
+        max_image_pixels=cfg.max_image_pixels,
+        max_batch_size=cfg.max_batch_size,
+        max_queue_delay_ms=cfg.max_queue_delay_ms,
+        max_queue_size=cfg.max_queue_size,
+        api_key=cfg.api_key,
+        eager=eager,
+        log_level=log_level,
+        access_log=cfg.access_log,
+        graceful_timeout_s=cfg.graceful_timeout_s,
     )
 
 
 def _parser() -> argparse.ArgumentParser:
     d = ServeConfig.model_fields
-    p = argparse.ArgumentParser(prog="python -m transferkit.serving.server", description=__doc__.splitlines()[0])
-    p.add_argument("models", type=Path, nargs="*", help=".onnx files (each served as its file stem)")
-    p.add_argument("--repository", default=None, help="Triton-style folder REPO/<name>/<version>/model.onnx")
+    p = argparse.ArgumentParser(
+        prog="python -m transferkit.serving.server", description=__doc__.splitlines()[0]
+    )
+    p.add_argument(
+        "models", type=Path, nargs="*", help=".onnx files (each served as its file stem)"
+    )
+    p.add_argument(
+        "--repository", default=None, help="Triton-style folder REPO/<name>/<version>/model.onnx"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--name", default=None)
@@ -153,13 +194,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0 = automatic)")
     p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     p.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS)
-    p.add_argument("--max-batch-size", type=int, default=d["max_batch_size"].default, help="1 = batching off")
+    p.add_argument(
+        "--max-batch-size", type=int, default=d["max_batch_size"].default, help="1 = batching off"
+    )
     p.add_argument("--max-queue-delay-ms", type=float, default=d["max_queue_delay_ms"].default)
     p.add_argument("--max-queue-size", type=int, default=d["max_queue_size"].default)
-    p.add_argument("--api-key", default=None, help=f"required on all routes but health (default: ${API_KEY_ENV})")
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help=f"required on all routes but health (default: ${API_KEY_ENV})",
+    )
     p.add_argument("--graceful-timeout", type=float, default=d["graceful_timeout_s"].default)
     p.add_argument("--access-log", action="store_true")
-    p.add_argument("--lazy", action="store_true", help="bind first, load the models in the background")
+    p.add_argument(
+        "--lazy", action="store_true", help="bind first, load the models in the background"
+    )
     p.add_argument("--log-level", default="info")
     return p
 
@@ -167,14 +216,27 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry; returns the exit status (2 when a model cannot be loaded)."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s"
+    )
     try:
         serve(
-            args.models, args.host, args.port, repository=args.repository, name=args.name, top_k=args.top_k,
-            intra_op_threads=args.threads, max_body_bytes=args.max_body_bytes,
-            max_image_pixels=args.max_image_pixels, max_batch_size=args.max_batch_size,
-            max_queue_delay_ms=args.max_queue_delay_ms, max_queue_size=args.max_queue_size,
-            api_key=args.api_key, eager=not args.lazy, log_level=args.log_level, access_log=args.access_log,
+            args.models,
+            args.host,
+            args.port,
+            repository=args.repository,
+            name=args.name,
+            top_k=args.top_k,
+            intra_op_threads=args.threads,
+            max_body_bytes=args.max_body_bytes,
+            max_image_pixels=args.max_image_pixels,
+            max_batch_size=args.max_batch_size,
+            max_queue_delay_ms=args.max_queue_delay_ms,
+            max_queue_size=args.max_queue_size,
+            api_key=args.api_key,
+            eager=not args.lazy,
+            log_level=args.log_level,
+            access_log=args.access_log,
             graceful_timeout_s=args.graceful_timeout,
         )
     except (ModelLoadError, MetadataError, ValueError, FileNotFoundError) as exc:

@@ -28,9 +28,14 @@ __all__ = ["UNLABELED", "kd_loss", "KDObjective", "HintPair", "make_kd_objective
 UNLABELED = -1
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor | None,
-            temperature: float, hard_weight: float, soft_weight: float
-            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor | None,
+    temperature: float,
+    hard_weight: float,
+    soft_weight: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Hinton KD loss.
 
     Args:
@@ -50,7 +55,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
     t = teacher_logits.float().detach()
     log_p_s = F.log_softmax(s / temperature, dim=1)
     log_p_t = F.log_softmax(t / temperature, dim=1)
-    soft = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * temperature ** 2
+    soft = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * temperature**2
     hard = _hard_only(s, labels) if labels is not None and hard_weight > 0 else s.new_zeros(())
     return hard_weight * hard + soft_weight * soft, {"hard": hard.detach(), "soft": soft.detach()}
 
@@ -78,8 +83,9 @@ def _stage_output_module(model: nn.Module, spec, stage_name: str) -> nn.Module:
 
     stages = {s.name: s for s in model_stages(model, spec)}
     if stage_name not in stages:
-        raise ValueError(f"hint stage {stage_name!r} is not a stage of {spec.name} "
-                         f"(stages: {', '.join(stages)})")
+        raise ValueError(
+            f"hint stage {stage_name!r} is not a stage of {spec.name} (stages: {', '.join(stages)})"
+        )
     return model.get_submodule(stages[stage_name].modules[-1])
 
 
@@ -90,9 +96,16 @@ class KDObjective:
     (teacher and student share preprocessing) or a pair ``(student_x, teacher_x)``.
     """
 
-    def __init__(self, teacher_path: str, temperature: float, hard_weight: float,
-                 soft_weight: float, hints: list[HintPair] | None = None, hint_weight: float = 0.0,
-                 mixup_alpha: float = 0.0):
+    def __init__(
+        self,
+        teacher_path: str,
+        temperature: float,
+        hard_weight: float,
+        soft_weight: float,
+        hints: list[HintPair] | None = None,
+        hint_weight: float = 0.0,
+        mixup_alpha: float = 0.0,
+    ):
         self.teacher_path = teacher_path
         self.mixup_alpha = mixup_alpha
         self.temperature, self.hard_weight, self.soft_weight = temperature, hard_weight, soft_weight
@@ -119,7 +132,9 @@ class KDObjective:
             _stage_output_module(teacher, built.spec, h.teacher_stage).register_forward_hook(cap)
             self._t_caps.append(cap)
 
-    def extra_modules(self, student: nn.Module, spec, input_shape: tuple[int, ...]) -> nn.Module | None:
+    def extra_modules(
+        self, student: nn.Module, spec, input_shape: tuple[int, ...]
+    ) -> nn.Module | None:
         """The learned hint projections (1x1 conv, student channels -> teacher channels), sized by
         one dry forward pass; trained with the student, synchronised by DDP, not exported."""
         if not self.hints:
@@ -137,7 +152,8 @@ class KDObjective:
         student.train(was_training)
         return nn.ModuleList(
             nn.Conv2d(sc.value.shape[1], tc.value.shape[1], kernel_size=1, bias=False)
-            for sc, tc in zip(self._s_caps, self._t_caps))
+            for sc, tc in zip(self._s_caps, self._t_caps)
+        )
 
     def _hint_loss(self, regressors: nn.ModuleList) -> torch.Tensor:
         total = 0.0
@@ -149,8 +165,9 @@ class KDObjective:
             total = total + F.mse_loss(s_feat, t_feat)
         return total
 
-    def __call__(self, model: nn.Module, images: Any, labels: torch.Tensor,
-                 extras: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, model: nn.Module, images: Any, labels: torch.Tensor, extras: nn.Module | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(loss, student logits [B, K])``."""
         s_x, t_x = images if isinstance(images, (tuple, list)) else (images, images)
         perm, lam = None, 1.0
@@ -165,8 +182,9 @@ class KDObjective:
         s_logits = model(s_x)
         w = self.class_weight
         if perm is None and w is None:
-            loss, _ = kd_loss(s_logits, t_logits, labels, self.temperature, self.hard_weight,
-                              self.soft_weight)
+            loss, _ = kd_loss(
+                s_logits, t_logits, labels, self.temperature, self.hard_weight, self.soft_weight
+            )
         else:  # soft term on the (mixed) inputs; hard term mixed like the inputs (mixup), weighted
             soft, _ = kd_loss(s_logits, t_logits, None, self.temperature, 0.0, self.soft_weight)
             hard = _hard_only(s_logits, labels, w)
@@ -188,8 +206,9 @@ def _mix(s_x: torch.Tensor, t_x: torch.Tensor, alpha: float):
     return mixed_s, mixed_t, perm, lam
 
 
-def _hard_only(s_logits: torch.Tensor, labels: torch.Tensor,
-               weight: torch.Tensor | None = None) -> torch.Tensor:
+def _hard_only(
+    s_logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """(Class-weighted) mean cross-entropy over the labelled samples (0 when there are none)."""
     labelled = labels != UNLABELED
     if not labelled.any():
@@ -199,7 +218,12 @@ def _hard_only(s_logits: torch.Tensor, labels: torch.Tensor,
 
 def make_kd_objective(cfg) -> KDObjective:
     """Factory run inside each worker from a distillation config (picklable by reference)."""
-    return KDObjective(cfg.teacher, cfg.kd.temperature,
-                       cfg.kd.hard_weight, cfg.kd.soft_weight,
-                       [HintPair(a, b) for a, b in cfg.kd.hints], cfg.kd.hint_weight,
-                       cfg.kd.mixup_alpha)
+    return KDObjective(
+        cfg.teacher,
+        cfg.kd.temperature,
+        cfg.kd.hard_weight,
+        cfg.kd.soft_weight,
+        [HintPair(a, b) for a, b in cfg.kd.hints],
+        cfg.kd.hint_weight,
+        cfg.kd.mixup_alpha,
+    )

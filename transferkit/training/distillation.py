@@ -73,7 +73,8 @@ def _check_classes(splits: Splits, teacher_classes: list[str]) -> None:
     if splits.class_names != teacher_classes:
         raise ConfigError(
             f"teacher: its classes {teacher_classes} differ from the dataset's "
-            f"{splits.class_names}; distil on the data the teacher was trained for")
+            f"{splits.class_names}; distil on the data the teacher was trained for"
+        )
 
 
 def _with_teacher_weights(cfg: DistillConfig, teacher_path: str) -> DistillConfig:
@@ -95,7 +96,9 @@ def _student_preprocessing(cfg: DistillConfig, t_prep: Preprocessing) -> Preproc
     return t_prep
 
 
-def student_inputs(cfg: DistillConfig) -> tuple[DistillConfig, Splits, Preprocessing | None, Preprocessing]:
+def student_inputs(
+    cfg: DistillConfig,
+) -> tuple[DistillConfig, Splits, Preprocessing | None, Preprocessing]:
     """What a distillation run needs before any worker starts, checked.
 
     Returns:
@@ -131,17 +134,26 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -
         splits = _resolve_student_splits(cfg)
         _check_classes(splits, t_info["class_names"])
     cfg = _with_teacher_weights(cfg, t_info["path"])  # absolute: workers may run elsewhere
-    plan = start_run(cfg, resume, overwrite, splits=splits,
-                     preprocessing=_student_preprocessing(cfg, t_prep))
+    plan = start_run(
+        cfg, resume, overwrite, splits=splits, preprocessing=_student_preprocessing(cfg, t_prep)
+    )
     s_prep = plan.preprocessing
-    print(f"[transferkit] teacher {t_info['arch']} ({count_parameters(teacher.model):,} parameters) "
-          f"-> student {cfg.model.arch} x{cfg.model.width_mult} "
-          f"({count_parameters(plan.built.model):,}); T={cfg.kd.temperature}, "
-          f"hard_weight={cfg.kd.hard_weight}, soft_weight={cfg.kd.soft_weight}")
-    result = _fit(plan, make_kd_objective, config_kind="distill",
-                  teacher_preprocessing=t_prep.model_dump(mode="json") if t_prep != s_prep else None)
+    print(
+        f"[transferkit] teacher {t_info['arch']} ({count_parameters(teacher.model):,} parameters) "
+        f"-> student {cfg.model.arch} x{cfg.model.width_mult} "
+        f"({count_parameters(plan.built.model):,}); T={cfg.kd.temperature}, "
+        f"hard_weight={cfg.kd.hard_weight}, soft_weight={cfg.kd.soft_weight}"
+    )
+    result = _fit(
+        plan,
+        make_kd_objective,
+        config_kind="distill",
+        teacher_preprocessing=t_prep.model_dump(mode="json") if t_prep != s_prep else None,
+    )
     student = _finish(plan, result)
-    teacher_test = evaluate_split(teacher.model, plan.splits.test, t_prep, len(t_info["class_names"]))
+    teacher_test = evaluate_split(
+        teacher.model, plan.splits.test, t_prep, len(t_info["class_names"])
+    )
     baseline = _run_baseline(cfg, plan.splits, s_prep, resume) if cfg.baseline else None
     report = _report(cfg, plan, t_info, teacher, teacher_test, student, baseline)
     return report
@@ -151,25 +163,39 @@ def _labelled(samples):
     return [s for s in samples if s[1] != UNLABELED]
 
 
-def _run_baseline(cfg: DistillConfig, splits: Splits, prep: Preprocessing, resume: bool
-                  ) -> dict[str, Any]:
+def _run_baseline(
+    cfg: DistillConfig, splits: Splits, prep: Preprocessing, resume: bool
+) -> dict[str, Any]:
     """Label-only student: same architecture, epochs, optimizer; cross-entropy on the labels."""
     out = Path(cfg.output).expanduser().resolve() / "baseline"
     fields = set(FinetuneConfig.model_fields)
     base = FinetuneConfig.model_validate(
-        {k: v for k, v in cfg.model_dump(mode="json").items() if k in fields} | {"output": str(out)})
+        {k: v for k, v in cfg.model_dump(mode="json").items() if k in fields} | {"output": str(out)}
+    )
     if (out / "model.pt").is_file():
         print(f"[transferkit] label-only baseline already trained: {out}")
     else:
-        labelled = Splits(splits.class_names, _labelled(splits.train), splits.val, splits.test,
-                          splits.source, splits.skipped)
+        labelled = Splits(
+            splits.class_names,
+            _labelled(splits.train),
+            splits.val,
+            splits.test,
+            splits.source,
+            splits.skipped,
+        )
         if cfg.baseline_dataset:
-            base = base.model_copy(update={"data": base.data.model_copy(
-                update={"dataset": cfg.baseline_dataset})})
+            base = base.model_copy(
+                update={"data": base.data.model_copy(update={"dataset": cfg.baseline_dataset})}
+            )
             labelled = None
         print(f"[transferkit] training the label-only baseline in {out}")
-        plan = start_run(base, resume=resume and out.exists(), overwrite=not resume,
-                         splits=labelled, preprocessing=prep)
+        plan = start_run(
+            base,
+            resume=resume and out.exists(),
+            overwrite=not resume,
+            splits=labelled,
+            preprocessing=prep,
+        )
         _finish(plan, _fit(plan))
     built, _ = load_portable(out)  # scored on the student's test split, whatever it trained on
     test = evaluate_split(built.model, splits.test, built.preprocessing, len(splits.class_names))
@@ -181,19 +207,32 @@ def _report(cfg, plan, t_info, teacher, teacher_test, student, baseline) -> dict
     s_params = count_parameters(plan.built.model)
     n_unlabeled = sum(1 for s in plan.splits.train if s[1] == UNLABELED)
     report = {
-        "teacher": {"path": t_info["path"], "arch": t_info["arch"], "parameters": t_params,
-                    "test_acc": teacher_test["test_acc"]},
-        "student": {"run_dir": str(plan.run_dir), "arch": cfg.model.arch,
-                    "width_mult": cfg.model.width_mult, "parameters": s_params,
-                    "test_acc": student.get("test_acc"), "best_val_acc": student["best_val_acc"]},
+        "teacher": {
+            "path": t_info["path"],
+            "arch": t_info["arch"],
+            "parameters": t_params,
+            "test_acc": teacher_test["test_acc"],
+        },
+        "student": {
+            "run_dir": str(plan.run_dir),
+            "arch": cfg.model.arch,
+            "width_mult": cfg.model.width_mult,
+            "parameters": s_params,
+            "test_acc": student.get("test_acc"),
+            "best_val_acc": student["best_val_acc"],
+        },
         "baseline": baseline,
         "parameter_ratio": s_params / t_params,
         "accuracy_ratio": (student.get("test_acc") or 0.0) / max(teacher_test["test_acc"], 1e-12),
         "kd": cfg.kd.model_dump(mode="json"),
         "epochs": cfg.optim.epochs,
-        "data": {"dataset": cfg.data.dataset, "labelled_train": len(plan.splits.train) - n_unlabeled,
-                 "unlabelled_transfer": n_unlabeled, "val": len(plan.splits.val),
-                 "test": len(plan.splits.test)},
+        "data": {
+            "dataset": cfg.data.dataset,
+            "labelled_train": len(plan.splits.train) - n_unlabeled,
+            "unlabelled_transfer": n_unlabeled,
+            "val": len(plan.splits.val),
+            "test": len(plan.splits.test),
+        },
     }
     (plan.run_dir / "distill_report.json").write_text(json.dumps(report, indent=2))
     md = _markdown(report)
@@ -206,23 +245,43 @@ def _markdown(r: dict[str, Any]) -> str:
     def acc(x):
         return "-" if x is None else f"{100 * x:.2f}%"
 
-    rows = [("teacher", r["teacher"]["arch"], r["teacher"]["parameters"], r["teacher"]["test_acc"]),
-            ("student (distilled)", f"{r['student']['arch']} x{r['student']['width_mult']}",
-             r["student"]["parameters"], r["student"]["test_acc"])]
+    rows = [
+        ("teacher", r["teacher"]["arch"], r["teacher"]["parameters"], r["teacher"]["test_acc"]),
+        (
+            "student (distilled)",
+            f"{r['student']['arch']} x{r['student']['width_mult']}",
+            r["student"]["parameters"],
+            r["student"]["test_acc"],
+        ),
+    ]
     if r["baseline"]:
-        rows.append(("student (labels only)", f"{r['student']['arch']} x{r['student']['width_mult']}",
-                     r["student"]["parameters"], r["baseline"]["test_acc"]))
+        rows.append(
+            (
+                "student (labels only)",
+                f"{r['student']['arch']} x{r['student']['width_mult']}",
+                r["student"]["parameters"],
+                r["baseline"]["test_acc"],
+            )
+        )
     d = r["data"]
-    lines = ["# Distillation report", "",
-             f"Test split: {d['test']} labelled images; training: {d['labelled_train']} labelled + "
-             f"{d['unlabelled_transfer']} unlabelled; {r['epochs']} epochs; T={r['kd']['temperature']}, "
-             f"hard_weight={r['kd']['hard_weight']}, soft_weight={r['kd']['soft_weight']}, "
-             f"mixup_alpha={r['kd']['mixup_alpha']}"
-             + (f", hints {r['kd']['hints']} x{r['kd']['hint_weight']}" if r["kd"]["hints"] else ""), "",
-             "| model | architecture | parameters | test top-1 |", "|---|---|---:|---:|"]
+    lines = [
+        "# Distillation report",
+        "",
+        f"Test split: {d['test']} labelled images; training: {d['labelled_train']} labelled + "
+        f"{d['unlabelled_transfer']} unlabelled; {r['epochs']} epochs; T={r['kd']['temperature']}, "
+        f"hard_weight={r['kd']['hard_weight']}, soft_weight={r['kd']['soft_weight']}, "
+        f"mixup_alpha={r['kd']['mixup_alpha']}"
+        + (f", hints {r['kd']['hints']} x{r['kd']['hint_weight']}" if r["kd"]["hints"] else ""),
+        "",
+        "| model | architecture | parameters | test top-1 |",
+        "|---|---|---:|---:|",
+    ]
     lines += [f"| {a} | {b} | {c:,} | {acc(e)} |" for a, b, c, e in rows]
-    lines += ["", f"Student/teacher parameters: {r['parameter_ratio']:.3f}; "
-              f"student/teacher accuracy: {r['accuracy_ratio']:.4f}"]
+    lines += [
+        "",
+        f"Student/teacher parameters: {r['parameter_ratio']:.3f}; "
+        f"student/teacher accuracy: {r['accuracy_ratio']:.4f}",
+    ]
     if r["baseline"] and r["baseline"]["dataset"] != r["data"]["dataset"]:
         lines.append(f"Baseline trained on {r['baseline']['dataset']}.")
     return "\n".join(lines) + "\n"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -13,9 +13,13 @@ __all__ = ["eval_sums", "sums_to_metrics", "confusion_from_sums", "predict_logit
 
 
 @torch.inference_mode()
-def eval_sums(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-              device: torch.device, num_classes: int, amp_dtype: torch.dtype | None = None
-              ) -> torch.Tensor:
+def eval_sums(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    num_classes: int,
+    amp_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """Evaluate ``model`` (already in eval mode) over ``batches``.
 
     Returns:
@@ -23,10 +27,13 @@ def eval_sums(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tens
         count, then the confusion matrix (row = true class, column = predicted) flattened, so that
         shards summed across workers give the exact totals.
     """
-    sums = torch.zeros(4 + num_classes ** 2, dtype=torch.float64, device=device)
+    sums = torch.zeros(4 + num_classes**2, dtype=torch.float64, device=device)
     for images, labels in batches:
-        images = images.to(device, non_blocking=True, memory_format=(
-            torch.channels_last if images.dim() == 4 else torch.preserve_format))
+        images = images.to(
+            device,
+            non_blocking=True,
+            memory_format=(torch.channels_last if images.dim() == 4 else torch.preserve_format),
+        )
         labels = labels.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(images)
@@ -37,8 +44,9 @@ def eval_sums(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tens
         sums[1] += (topk[:, 0] == labels).sum()
         sums[2] += (topk == labels[:, None]).any(dim=1).sum()
         sums[3] += labels.numel()
-        sums[4:] += torch.bincount(labels * num_classes + topk[:, 0],
-                                   minlength=num_classes ** 2).double()
+        sums[4:] += torch.bincount(
+            labels * num_classes + topk[:, 0], minlength=num_classes**2
+        ).double()
     return sums
 
 
@@ -52,9 +60,11 @@ def sums_to_metrics(sums: torch.Tensor, num_classes: int, prefix: str) -> dict[s
     loss_sum, c1, c5, n = values[:4]
     n = max(n, 1.0)
     out = {f"{prefix}_loss": loss_sum / n, f"{prefix}_acc": c1 / n}
-    if len(values) == 4 + num_classes ** 2:
-        cm = classification_metrics(np.asarray(values[4:]).reshape(num_classes, num_classes),
-                                    [str(i) for i in range(num_classes)])
+    if len(values) == 4 + num_classes**2:
+        cm = classification_metrics(
+            np.asarray(values[4:]).reshape(num_classes, num_classes),
+            [str(i) for i in range(num_classes)],
+        )
         out[f"{prefix}_balanced_acc"] = cm["balanced_accuracy"]
         out[f"{prefix}_macro_f1"] = cm["macro_f1"]
     if num_classes >= 5:
@@ -64,12 +74,17 @@ def sums_to_metrics(sums: torch.Tensor, num_classes: int, prefix: str) -> dict[s
 
 def confusion_from_sums(sums: torch.Tensor, num_classes: int) -> np.ndarray:
     """The ``[K, K]`` int64 confusion matrix held in :func:`eval_sums`' result."""
-    return np.asarray(sums.tolist()[4:], dtype=np.float64).reshape(num_classes, num_classes).astype(np.int64)
+    return (
+        np.asarray(sums.tolist()[4:], dtype=np.float64)
+        .reshape(num_classes, num_classes)
+        .astype(np.int64)
+    )
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_logits(
+    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(logits float32 [N, K], labels int64 [N])`` over all batches (model in eval)."""
     outs, labs = [], []
     for images, labels in batches:

@@ -15,8 +15,9 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,8 +25,12 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from transferkit.config import FinetuneConfig, Preprocessing
-from transferkit.data.dataset import (BalancedDistributedSampler, ImageListDataset,
-                                      build_pair_transform, build_transform)
+from transferkit.data.dataset import (
+    BalancedDistributedSampler,
+    ImageListDataset,
+    build_pair_transform,
+    build_transform,
+)
 from transferkit.data.folder import Splits
 from transferkit.models import BuiltModel, build_model, param_groups, set_train_mode
 from transferkit.training.evaluate import eval_sums, sums_to_metrics
@@ -50,44 +55,79 @@ def _all_reduce(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _optimizer(cfg: FinetuneConfig, built: BuiltModel, student: torch.nn.Module,
-               extras: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+def _optimizer(
+    cfg: FinetuneConfig,
+    built: BuiltModel,
+    student: torch.nn.Module,
+    extras: torch.nn.Module | None = None,
+) -> torch.optim.Optimizer:
     o = cfg.optim
     groups = param_groups(student, built.spec, o.backbone_lr, o.head_lr, o.weight_decay)
     if extras is not None:
-        groups.append({"params": list(extras.parameters()), "lr": o.head_lr,
-                       "weight_decay": o.weight_decay, "name": "extras"})
+        groups.append(
+            {
+                "params": list(extras.parameters()),
+                "lr": o.head_lr,
+                "weight_decay": o.weight_decay,
+                "name": "extras",
+            }
+        )
     if o.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=o.head_lr, momentum=o.momentum, nesterov=True)
     return torch.optim.AdamW(groups, lr=o.head_lr)
 
 
-def _loaders(cfg: FinetuneConfig, splits: Splits, prep: Preprocessing, rank: int, world: int,
-             teacher_prep: Preprocessing | None = None):
-    transform = (build_pair_transform(prep, teacher_prep, cfg.data.augment) if teacher_prep
-                 else build_transform(prep, cfg.data.augment))
+def _loaders(
+    cfg: FinetuneConfig,
+    splits: Splits,
+    prep: Preprocessing,
+    rank: int,
+    world: int,
+    teacher_prep: Preprocessing | None = None,
+):
+    transform = (
+        build_pair_transform(prep, teacher_prep, cfg.data.augment)
+        if teacher_prep
+        else build_transform(prep, cfg.data.augment)
+    )
     train_ds = ImageListDataset(splits.train, transform, cache=True)
     if cfg.data.sampler == "balanced":
         sampler = BalancedDistributedSampler([y for _, y in splits.train], world, rank, cfg.seed)
     else:
-        sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True,
-                                     seed=cfg.seed, drop_last=False)
+        sampler = DistributedSampler(
+            train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False
+        )
     g = torch.Generator().manual_seed(cfg.seed + rank)
-    train = DataLoader(train_ds, batch_size=cfg.optim.batch_size, sampler=sampler,
-                       num_workers=cfg.data.num_loader_workers, generator=g,
-                       persistent_workers=cfg.data.num_loader_workers > 0)
+    train = DataLoader(
+        train_ds,
+        batch_size=cfg.optim.batch_size,
+        sampler=sampler,
+        num_workers=cfg.data.num_loader_workers,
+        generator=g,
+        persistent_workers=cfg.data.num_loader_workers > 0,
+    )
     val_ds = ImageListDataset(splits.val, build_transform(prep, None), cache=True)
     shard = Subset(val_ds, list(range(rank, len(val_ds), world)))  # exact shards, no padding
-    val = DataLoader(shard, batch_size=max(64, cfg.optim.batch_size),
-                     num_workers=cfg.data.num_loader_workers)
+    val = DataLoader(
+        shard, batch_size=max(64, cfg.optim.batch_size), num_workers=cfg.data.num_loader_workers
+    )
     return train, sampler, val
 
 
-def _save_state(path: Path, student, extras, optimizer, scheduler, epoch: int, history: list) -> None:
-    torch.save({"model": student.state_dict(),
-                "extras": extras.state_dict() if extras is not None else {},
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "epoch": epoch, "history": history}, path / STATE_FILE)
+def _save_state(
+    path: Path, student, extras, optimizer, scheduler, epoch: int, history: list
+) -> None:
+    torch.save(
+        {
+            "model": student.state_dict(),
+            "extras": extras.state_dict() if extras is not None else {},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch,
+            "history": history,
+        },
+        path / STATE_FILE,
+    )
 
 
 class _WithExtras(torch.nn.Module):
@@ -114,8 +154,11 @@ def _to(images, device):
     (see :data:`MEMORY_FORMAT`)."""
     if isinstance(images, (tuple, list)):
         return tuple(_to(t, device) for t in images)
-    return images.to(device, non_blocking=True,
-                     memory_format=MEMORY_FORMAT if images.dim() == 4 else torch.preserve_format)
+    return images.to(
+        device,
+        non_blocking=True,
+        memory_format=MEMORY_FORMAT if images.dim() == 4 else torch.preserve_format,
+    )
 
 
 MEMORY_FORMAT = torch.channels_last
@@ -147,8 +190,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     cfg = _parse_cfg(config)
     splits = Splits.from_json(config["splits"])
     prep = Preprocessing.model_validate(config["preprocessing"])
-    t_prep = (Preprocessing.model_validate(config["teacher_preprocessing"])
-              if config.get("teacher_preprocessing") else None)
+    t_prep = (
+        Preprocessing.model_validate(config["teacher_preprocessing"])
+        if config.get("teacher_preprocessing")
+        else None
+    )
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
@@ -157,7 +203,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     amp_dtype = torch.bfloat16 if device.type == "cuda" else None
 
     factory: Callable[[FinetuneConfig], Objective] | None = config.get("objective_factory")
-    weight = class_weights(cfg.optim.class_weight, [y for _, y in splits.train], len(splits.class_names))
+    weight = class_weights(
+        cfg.optim.class_weight, [y for _, y in splits.train], len(splits.class_names)
+    )
     if factory:
         objective = factory(cfg)
         objective.class_weight = weight
@@ -165,16 +213,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         objective = CrossEntropyObjective(cfg.optim.label_smoothing, weight)
     objective.setup(device)
     if weight is not None and rank == 0:
-        _say(f"[transferkit] class weights ({cfg.optim.class_weight}): "
-             + ", ".join(f"{n} {w:.3f}" for n, w in zip(splits.class_names, weight.tolist())))
+        _say(
+            f"[transferkit] class weights ({cfg.optim.class_weight}): "
+            + ", ".join(f"{n} {w:.3f}" for n, w in zip(splits.class_names, weight.tolist()))
+        )
 
     torch.manual_seed(cfg.seed)  # identical init on every rank (DDP also broadcasts rank 0's)
     built = build_model(cfg.model, len(splits.class_names))
     student = built.model
     extras = None
     if hasattr(objective, "extra_modules"):
-        extras = objective.extra_modules(student, built.spec,
-                                         (prep.channels, prep.input_size, prep.input_size))
+        extras = objective.extra_modules(
+            student, built.spec, (prep.channels, prep.input_size, prep.input_size)
+        )
     net = _WithExtras(student, extras) if extras is not None else student
     net = net.to(memory_format=MEMORY_FORMAT)
     if hasattr(objective, "teacher") and objective.teacher is not None:
@@ -184,8 +235,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     optimizer = _optimizer(cfg, built, student, extras)
     train_loader, sampler, val_loader = _loaders(cfg, splits, prep, rank, world, t_prep)
     steps = len(train_loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(
-        steps * cfg.optim.epochs, int(round(steps * cfg.optim.warmup_epochs)), cfg.optim.min_lr_ratio))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        warmup_cosine(
+            steps * cfg.optim.epochs,
+            int(round(steps * cfg.optim.warmup_epochs)),
+            cfg.optim.min_lr_ratio,
+        ),
+    )
 
     start_epoch, history = 0, []
     checkpoint = ray.train.get_checkpoint()
@@ -210,8 +267,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         for images, labels in train_loader:
             images, labels = _to(images, device), labels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss, _ = (objective(model, images, labels, extras) if extras is not None
-                           else objective(model, images, labels))
+                loss, _ = (
+                    objective(model, images, labels, extras)
+                    if extras is not None
+                    else objective(model, images, labels)
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -223,14 +283,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         val = eval_sums(student, val_loader, device, len(splits.class_names), amp_dtype)
         _all_reduce(tr)
         _all_reduce(val)
-        metrics = {"epoch": epoch + 1, "train_loss": float(tr[0] / max(tr[1], 1)),
-                   **sums_to_metrics(val, len(splits.class_names), "val"),
-                   "images_per_s": float(tr[1]) / max(elapsed, 1e-9),
-                   "lr_backbone": _group_lr(optimizer, "backbone"), "lr_head": _group_lr(optimizer, "head")}
+        metrics = {
+            "epoch": epoch + 1,
+            "train_loss": float(tr[0] / max(tr[1], 1)),
+            **sums_to_metrics(val, len(splits.class_names), "val"),
+            "images_per_s": float(tr[1]) / max(elapsed, 1e-9),
+            "lr_backbone": _group_lr(optimizer, "backbone"),
+            "lr_head": _group_lr(optimizer, "head"),
+        }
         history.append(metrics)
         if rank == 0:
-            _say("[transferkit] " + json.dumps({k: round(v, 5) if isinstance(v, float) else v
-                                               for k, v in metrics.items()}))
+            _say(
+                "[transferkit] "
+                + json.dumps(
+                    {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()}
+                )
+            )
             with tempfile.TemporaryDirectory() as tmp:
                 _save_state(Path(tmp), student, extras, optimizer, scheduler, epoch, history)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))

@@ -16,8 +16,9 @@ from torch.nn import functional as F
 __all__ = ["Objective", "CrossEntropyObjective", "class_weights"]
 
 
-def class_weights(scheme: str | list[float], labels: list[int], num_classes: int
-                  ) -> torch.Tensor | None:
+def class_weights(
+    scheme: str | list[float], labels: list[int], num_classes: int
+) -> torch.Tensor | None:
     """Per-class loss weights for ``optim.class_weight``.
 
     Args:
@@ -36,16 +37,20 @@ def class_weights(scheme: str | list[float], labels: list[int], num_classes: int
     """
     if isinstance(scheme, list):
         if len(scheme) != num_classes:
-            raise ValueError(f"optim.class_weight: {len(scheme)} weights for {num_classes} classes; "
-                             "give one per class, in class order")
+            raise ValueError(
+                f"optim.class_weight: {len(scheme)} weights for {num_classes} classes; "
+                "give one per class, in class order"
+            )
         return torch.tensor(scheme, dtype=torch.float32)
     if scheme == "none":
         return None
     known = torch.as_tensor([y for y in labels if y >= 0], dtype=torch.long)
     counts = torch.bincount(known, minlength=num_classes).double()
     if (counts == 0).any():
-        raise ValueError(f"optim.class_weight={scheme}: class(es) {(counts == 0).nonzero().flatten().tolist()} "
-                         "have no training images")
+        raise ValueError(
+            f"optim.class_weight={scheme}: class(es) {(counts == 0).nonzero().flatten().tolist()} "
+            "have no training images"
+        )
     w = counts.sum() / (num_classes * counts)
     return (w.sqrt() if scheme == "sqrt_balanced" else w).float()
 
@@ -56,8 +61,9 @@ class Objective(Protocol):
     def setup(self, device: torch.device) -> None:
         """Called once per worker before training (move fixed modules to ``device``)."""
 
-    def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(loss float32 scalar, logits [N, classes])`` for ``images`` float32
         ``[N, C, H, W]`` and ``labels`` int64 ``[N]``."""
 
@@ -75,9 +81,11 @@ class CrossEntropyObjective:
         if self.class_weight is not None:
             self.class_weight = self.class_weight.to(device)
 
-    def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(images)
-        loss = F.cross_entropy(logits.float(), labels, weight=self.class_weight,
-                               label_smoothing=self.label_smoothing)
+        loss = F.cross_entropy(
+            logits.float(), labels, weight=self.class_weight, label_smoothing=self.label_smoothing
+        )
         return loss, logits

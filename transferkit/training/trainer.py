@@ -18,31 +18,54 @@ import json
 import logging
 import platform
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
-from transferkit.errors import TransferkitError
 from transferkit.config import ConfigError, FinetuneConfig, Preprocessing, save_config
 from transferkit.data.dataset import ImageListDataset, build_transform, verify_images
 from transferkit.data.folder import Splits, resolve_splits
+from transferkit.errors import TransferkitError
 from transferkit.models import BuiltModel, build_model, count_parameters
 from transferkit.models.portable import save_portable
 from transferkit.training.evaluate import eval_sums, sums_to_metrics
 from transferkit.training.loop import STATE_FILE, train_loop_per_worker
 
-__all__ = ["finetune", "RunExistsError", "TrainingError", "resolve_preprocessing", "prepare_run",
-           "RunPlan", "evaluate_split", "ensure_ray", "start_run", "load_splits", "make_trainer",
-           "check_resources"]
+__all__ = [
+    "finetune",
+    "RunExistsError",
+    "TrainingError",
+    "resolve_preprocessing",
+    "prepare_run",
+    "RunPlan",
+    "evaluate_split",
+    "ensure_ray",
+    "start_run",
+    "load_splits",
+    "make_trainer",
+    "check_resources",
+]
 
 log = logging.getLogger(__name__)
 
-PACKAGES = ("transferkit", "torch", "torchvision", "ray", "onnx", "onnxruntime-gpu", "onnxruntime",
-            "numpy", "Pillow", "scikit-learn", "pydantic")
+PACKAGES = (
+    "transferkit",
+    "torch",
+    "torchvision",
+    "ray",
+    "onnx",
+    "onnxruntime-gpu",
+    "onnxruntime",
+    "numpy",
+    "Pillow",
+    "scikit-learn",
+    "pydantic",
+)
 
 
 class RunExistsError(FileExistsError):
@@ -96,7 +119,8 @@ def _prepare_folder(run_dir: Path, resume: bool, overwrite: bool) -> bool:
     if exists and not resume:
         raise RunExistsError(
             f"run folder {run_dir} already exists: pass --resume to continue it from its latest "
-            "checkpoint, --overwrite to start afresh, or choose another --output")
+            "checkpoint, --overwrite to start afresh, or choose another --output"
+        )
     if resume and not exists:
         raise RunExistsError(f"--resume: run folder {run_dir} does not exist (nothing to resume)")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -106,7 +130,9 @@ def _prepare_folder(run_dir: Path, resume: bool, overwrite: bool) -> bool:
 def load_splits(cfg: FinetuneConfig) -> Splits:
     """Resolve ``cfg.data.dataset`` into verified file lists (unreadable images dropped and
     listed in ``splits.skipped`` with a warning each)."""
-    splits = resolve_splits(cfg.data.dataset, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
+    splits = resolve_splits(
+        cfg.data.dataset, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed
+    )
     good_train, bad_tr = verify_images(splits.train)
     good_val, bad_val = verify_images(splits.val)
     good_test, bad_te = verify_images(splits.test)
@@ -117,8 +143,13 @@ def load_splits(cfg: FinetuneConfig) -> Splits:
     return splits
 
 
-def prepare_run(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = False,
-                splits: Splits | None = None, preprocessing: Preprocessing | None = None) -> RunPlan:
+def prepare_run(
+    cfg: FinetuneConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    splits: Splits | None = None,
+    preprocessing: Preprocessing | None = None,
+) -> RunPlan:
     """Everything that can fail fast, before Ray starts: folder policy, dataset, model, weights,
     freeze depth; writes config, versions and splits into the run folder.
 
@@ -138,7 +169,8 @@ def prepare_run(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = Fal
     if not splits.train or not splits.val:
         raise ConfigError(
             f"data: need training and validation images; got {splits.counts()} "
-            "(raise data.val_fraction or add a val/ folder)")
+            "(raise data.val_fraction or add a val/ folder)"
+        )
     from transferkit.training.objectives import class_weights
 
     try:  # checked here, not first in a worker
@@ -177,16 +209,24 @@ def check_resources(cfg: FinetuneConfig) -> None:
             f"scaling: {cfg.scaling.num_workers} workers x {cfg.scaling.cpus_per_worker} CPU = "
             f"{need_cpu:g} CPUs, but the Ray cluster has {res.get('CPU', 0):g}; lower "
             "scaling.num_workers (--num-workers) or scaling.cpus_per_worker, or set "
-            "scaling.autoscale=true on an autoscaling cluster")
+            "scaling.autoscale=true on an autoscaling cluster"
+        )
     need_gpu = cfg.scaling.num_workers * cfg.scaling.gpus_per_worker if cfg.scaling.use_gpu else 0
     if need_gpu > res.get("GPU", 0) + 1e-9:
         raise ConfigError(
             f"scaling.use_gpu: {need_gpu:g} GPUs needed but the Ray cluster has "
-            f"{res.get('GPU', 0):g}; use --no-gpu or set scaling.autoscale=true")
+            f"{res.get('GPU', 0):g}; use --no-gpu or set scaling.autoscale=true"
+        )
 
 
-def evaluate_split(model: torch.nn.Module, samples, prep: Preprocessing, num_classes: int,
-                   batch_size: int = 128, class_names: list[str] | None = None) -> dict[str, Any]:
+def evaluate_split(
+    model: torch.nn.Module,
+    samples,
+    prep: Preprocessing,
+    num_classes: int,
+    batch_size: int = 128,
+    class_names: list[str] | None = None,
+) -> dict[str, Any]:
     """Loss, top-1 (top-5), balanced accuracy and macro F1 of ``model`` (eval mode, CPU) on
     ``samples``; with ``class_names`` also ``test_report``: per-class precision/recall/F1 and the
     confusion matrix (:func:`transferkit.metrics.classification_metrics`)."""
@@ -200,12 +240,15 @@ def evaluate_split(model: torch.nn.Module, samples, prep: Preprocessing, num_cla
     out: dict[str, Any] = sums_to_metrics(sums, num_classes, "test")
     out["test_images"] = float(len(samples))
     if class_names is not None:
-        out["test_report"] = classification_metrics(confusion_from_sums(sums, num_classes), class_names)
+        out["test_report"] = classification_metrics(
+            confusion_from_sums(sums, num_classes), class_names
+        )
     return out
 
 
-def finetune(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = False,
-             splits: Splits | None = None) -> dict[str, Any]:
+def finetune(
+    cfg: FinetuneConfig, resume: bool = False, overwrite: bool = False, splits: Splits | None = None
+) -> dict[str, Any]:
     """Fine-tune ``cfg.model`` on ``cfg.data`` with Ray Train; see the module doc for outputs.
 
     Args:
@@ -240,18 +283,29 @@ def start_run(cfg: FinetuneConfig, resume: bool, overwrite: bool, **prepare_kwar
         raise
     counts = plan.splits.counts()
     print(f"[transferkit] run folder {plan.run_dir}")
-    print(f"[transferkit] data {counts} classes={len(plan.splits.class_names)}; "
-          f"input {plan.preprocessing.input_size}px; model {cfg.model.arch} "
-          f"({count_parameters(plan.built.model):,} parameters, freeze_depth={cfg.model.freeze_depth}"
-          f" of {len(plan.built.stages)} stages)")
-    print(f"[transferkit] {cfg.scaling.num_workers} workers x batch {cfg.optim.batch_size} = global "
-          f"batch {cfg.scaling.num_workers * cfg.optim.batch_size}")
+    print(
+        f"[transferkit] data {counts} classes={len(plan.splits.class_names)}; "
+        f"input {plan.preprocessing.input_size}px; model {cfg.model.arch} "
+        f"({count_parameters(plan.built.model):,} parameters, freeze_depth={cfg.model.freeze_depth}"
+        f" of {len(plan.built.stages)} stages)"
+    )
+    print(
+        f"[transferkit] {cfg.scaling.num_workers} workers x batch {cfg.optim.batch_size} = global "
+        f"batch {cfg.scaling.num_workers * cfg.optim.batch_size}"
+    )
     return plan
 
 
-def make_trainer(cfg: FinetuneConfig, splits: Splits, preprocessing: Preprocessing, name: str,
-                 storage_path: str, objective_factory: Callable[[Any], Any] | None = None,
-                 callbacks: list | None = None, **loop_config: Any) -> Any:
+def make_trainer(
+    cfg: FinetuneConfig,
+    splits: Splits,
+    preprocessing: Preprocessing,
+    name: str,
+    storage_path: str,
+    objective_factory: Callable[[Any], Any] | None = None,
+    callbacks: list | None = None,
+    **loop_config: Any,
+) -> Any:
     """The Ray Train ``TorchTrainer`` for one run of :func:`train_loop_per_worker`.
 
     Args:
@@ -271,23 +325,43 @@ def make_trainer(cfg: FinetuneConfig, splits: Splits, preprocessing: Preprocessi
         resources["GPU"] = cfg.scaling.gpus_per_worker
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.model_dump(mode="json"), "splits": splits.to_json(),
-                           "preprocessing": preprocessing.model_dump(mode="json"),
-                           "objective_factory": objective_factory, **loop_config},
-        scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
-                                     resources_per_worker=resources),
+        train_loop_config={
+            "cfg": cfg.model_dump(mode="json"),
+            "splits": splits.to_json(),
+            "preprocessing": preprocessing.model_dump(mode="json"),
+            "objective_factory": objective_factory,
+            **loop_config,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=cfg.scaling.num_workers,
+            use_gpu=cfg.scaling.use_gpu,
+            resources_per_worker=resources,
+        ),
         run_config=RunConfig(
-            name=name, storage_path=storage_path, callbacks=callbacks,
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints,
-                                               checkpoint_score_attribute=cfg.metric,
-                                               checkpoint_score_order=metric_mode(cfg.metric))),
+            name=name,
+            storage_path=storage_path,
+            callbacks=callbacks,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=cfg.keep_checkpoints,
+                checkpoint_score_attribute=cfg.metric,
+                checkpoint_score_order=metric_mode(cfg.metric),
+            ),
+        ),
     )
 
 
-def _fit(plan: RunPlan, objective_factory: Callable[[Any], Any] | None = None,
-         **loop_config: Any) -> Any:
-    trainer = make_trainer(plan.cfg, plan.splits, plan.preprocessing, plan.run_dir.name,
-                           str(plan.run_dir.parent), objective_factory, **loop_config)
+def _fit(
+    plan: RunPlan, objective_factory: Callable[[Any], Any] | None = None, **loop_config: Any
+) -> Any:
+    trainer = make_trainer(
+        plan.cfg,
+        plan.splits,
+        plan.preprocessing,
+        plan.run_dir.name,
+        str(plan.run_dir.parent),
+        objective_factory,
+        **loop_config,
+    )
     try:
         return trainer.fit()
     except Exception as exc:  # noqa: BLE001 - Ray wraps worker errors in several types
@@ -307,6 +381,7 @@ def _rank_key(metric: str) -> Callable[[dict[str, Any]], tuple]:
 
     def key(m: dict[str, Any]) -> tuple:
         return (sign * m.get(metric, m["val_acc"]), -m["val_loss"], m["epoch"])
+
     return key
 
 
@@ -333,22 +408,50 @@ def _finish(plan: RunPlan, result: Any, source: str | None = None) -> dict[str, 
     model.load_state_dict(state["model"])
     model.eval()
     best = next((m for m in history if m["epoch"] == state["epoch"] + 1), best)
-    test = (evaluate_split(model, plan.splits.test, plan.preprocessing, len(plan.splits.class_names),
-                           class_names=plan.splits.class_names) if plan.splits.test else {})
-    save_portable(run_dir / "model.pt", model, cfg.model.arch, plan.splits.class_names,
-                  plan.preprocessing, cfg.model.width_mult, source=source or str(run_dir),
-                  keep_stages=cfg.model.keep_stages, head_hidden=cfg.model.head_hidden,
-                  metrics={k: v for k, v in {**best, **test}.items() if isinstance(v, (int, float))})
+    test = (
+        evaluate_split(
+            model,
+            plan.splits.test,
+            plan.preprocessing,
+            len(plan.splits.class_names),
+            class_names=plan.splits.class_names,
+        )
+        if plan.splits.test
+        else {}
+    )
+    save_portable(
+        run_dir / "model.pt",
+        model,
+        cfg.model.arch,
+        plan.splits.class_names,
+        plan.preprocessing,
+        cfg.model.width_mult,
+        source=source or str(run_dir),
+        keep_stages=cfg.model.keep_stages,
+        head_hidden=cfg.model.head_hidden,
+        metrics={k: v for k, v in {**best, **test}.items() if isinstance(v, (int, float))},
+    )
     (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
-    summary = {"run_dir": str(run_dir), "best_epoch": best["epoch"], "best_val_acc": best["val_acc"],
-               "parameters": count_parameters(model), **test}
-    print(f"[transferkit] best epoch {best['epoch']} by {cfg.metric}: val_acc {best['val_acc']:.4f}"
-          + (f", balanced {best['val_balanced_acc']:.4f}" if "val_balanced_acc" in best else ""))
+    summary = {
+        "run_dir": str(run_dir),
+        "best_epoch": best["epoch"],
+        "best_val_acc": best["val_acc"],
+        "parameters": count_parameters(model),
+        **test,
+    }
+    print(
+        f"[transferkit] best epoch {best['epoch']} by {cfg.metric}: val_acc {best['val_acc']:.4f}"
+        + (f", balanced {best['val_balanced_acc']:.4f}" if "val_balanced_acc" in best else "")
+    )
     if test:
-        recalls = ", ".join(f"{n} {v['recall']:.3f}" for n, v in test["test_report"]["per_class"].items())
-        print(f"[transferkit] test: top-1 {test['test_acc']:.4f} on {int(test['test_images'])} images"
-              + (f", top-5 {test['test_top5']:.4f}" if "test_top5" in test else "")
-              + f", balanced {test['test_balanced_acc']:.4f}"
-              + (f"; recall {recalls}" if len(plan.splits.class_names) <= 10 else ""))
+        recalls = ", ".join(
+            f"{n} {v['recall']:.3f}" for n, v in test["test_report"]["per_class"].items()
+        )
+        print(
+            f"[transferkit] test: top-1 {test['test_acc']:.4f} on {int(test['test_images'])} images"
+            + (f", top-5 {test['test_top5']:.4f}" if "test_top5" in test else "")
+            + f", balanced {test['test_balanced_acc']:.4f}"
+            + (f"; recall {recalls}" if len(plan.splits.class_names) <= 10 else "")
+        )
     print(f"[transferkit] wrote {run_dir / 'model.pt'}")
     return summary

@@ -43,16 +43,39 @@ from typing import Any
 
 import yaml
 
-from transferkit.config import (ConfigError, DistillConfig, DistillTuneConfig, FinetuneConfig,
-                                Preprocessing, Range, TuneConfig, validate)
+from transferkit.config import (
+    ConfigError,
+    DistillConfig,
+    DistillTuneConfig,
+    FinetuneConfig,
+    Preprocessing,
+    Range,
+    TuneConfig,
+    validate,
+)
 from transferkit.errors import TransferkitError
-from transferkit.tuning.space import (PARAM_PATHS, apply_sample, param_space, same_value,
-                                     seed_with_base)
+from transferkit.tuning.space import (
+    PARAM_PATHS,
+    apply_sample,
+    param_space,
+    same_value,
+    seed_with_base,
+)
 from transferkit.tuning.storage import ExperimentDir
 
-__all__ = ["tune_search", "resume_search", "run_trial", "plan_concurrency", "check_schedule",
-           "SearchInterrupted",
-           "SearchFailedError", "TRIALS_CSV", "BEST_CONFIG", "BEST_TRIAL", "PLOT"]
+__all__ = [
+    "tune_search",
+    "resume_search",
+    "run_trial",
+    "plan_concurrency",
+    "check_schedule",
+    "SearchInterrupted",
+    "SearchFailedError",
+    "TRIALS_CSV",
+    "BEST_CONFIG",
+    "BEST_TRIAL",
+    "PLOT",
+]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +111,7 @@ def _kind(cfg) -> str:
 
 # ----------------------------------------------------------------------------- resources
 
+
 def plan_concurrency(cfg: TuneConfig | DistillTuneConfig, cluster: dict[str, float]) -> int | None:
     """How many trials run at once, checked against the cluster's resources.
 
@@ -119,11 +143,13 @@ def plan_concurrency(cfg: TuneConfig | DistillTuneConfig, cluster: dict[str, flo
             f"scaling: one trial needs {t.trial_cpu:g} CPU (tune.trial_cpu) + {s.num_workers} "
             f"worker(s) x {s.cpus_per_worker:g} CPU (scaling.cpus_per_worker) = {per_trial:g} CPUs, "
             f"but the Ray cluster has {cpus:g}; it would wait forever. Lower scaling.num_workers "
-            f"or set scaling.cpus_per_worker <= {math.floor(fit_cpw * 100) / 100:g}")
+            f"or set scaling.cpus_per_worker <= {math.floor(fit_cpw * 100) / 100:g}"
+        )
     if worker_gpu > gpus + _EPS:
         raise ConfigError(
             f"scaling.use_gpu: one trial needs {worker_gpu:g} GPUs but the Ray cluster has "
-            f"{gpus:g}; use --no-gpu, fewer workers, or scaling.gpus_per_worker")
+            f"{gpus:g}; use --no-gpu, fewer workers, or scaling.gpus_per_worker"
+        )
     fit = int((cpus + _EPS) // per_trial)
     if worker_gpu > 0:
         fit = min(fit, int((gpus + _EPS) // worker_gpu))
@@ -133,11 +159,13 @@ def plan_concurrency(cfg: TuneConfig | DistillTuneConfig, cluster: dict[str, flo
         raise ConfigError(
             f"tune.max_concurrent_trials: {concurrency} trial drivers x {t.trial_cpu:g} CPU plus one "
             f"trial's workers ({worker_cpu:g} CPU) exceed the cluster's {cpus:g} CPUs, so no trial "
-            f"could start its workers; allowed: 1..{most}")
+            f"could start its workers; allowed: 1..{most}"
+        )
     return concurrency
 
 
 # ----------------------------------------------------------------------------- the trial
+
 
 def _trial_dirname(trial) -> str:
     return trial.trial_id
@@ -165,23 +193,33 @@ def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
     if distill:
         from transferkit.training.distill import make_kd_objective
 
-        extra = {"objective_factory": make_kd_objective, "config_kind": "distill",
-                 "teacher_preprocessing": context["teacher_preprocessing"]}
-    trainer = make_trainer(cfg, Splits.from_json(context["splits"]),
-                           Preprocessing.model_validate(context["preprocessing"]), name="train",
-                           storage_path=f"{context['experiment']}/{trial_id}",
-                           callbacks=[TuneReportCallback()], **extra)
+        extra = {
+            "objective_factory": make_kd_objective,
+            "config_kind": "distill",
+            "teacher_preprocessing": context["teacher_preprocessing"],
+        }
+    trainer = make_trainer(
+        cfg,
+        Splits.from_json(context["splits"]),
+        Preprocessing.model_validate(context["preprocessing"]),
+        name="train",
+        storage_path=f"{context['experiment']}/{trial_id}",
+        callbacks=[TuneReportCallback()],
+        **extra,
+    )
     trainer.fit()
 
 
 def _trainable(cfg, context: dict[str, Any]):
     from ray import tune
 
-    return tune.with_resources(tune.with_parameters(run_trial, context=context),
-                               {"CPU": cfg.tune.trial_cpu})
+    return tune.with_resources(
+        tune.with_parameters(run_trial, context=context), {"CPU": cfg.tune.trial_cpu}
+    )
 
 
 # ----------------------------------------------------------------------------- set-up
+
 
 def _resolve(cfg) -> tuple[dict[str, Any], dict[str, Any]]:
     """Data, model and preprocessing, checked on the driver: ``(context, param_space)``."""
@@ -192,24 +230,40 @@ def _resolve(cfg) -> tuple[dict[str, Any], dict[str, Any]]:
     if isinstance(cfg, DistillTuneConfig):
         from transferkit.training.distillation import student_inputs
 
-        resolved, splits, prep, t_prep = student_inputs(DistillConfig.model_validate(_base_fields(cfg)))
+        resolved, splits, prep, t_prep = student_inputs(
+            DistillConfig.model_validate(_base_fields(cfg))
+        )
         cfg = cfg.model_copy(update={"teacher": resolved.teacher})
     else:
         splits, prep = load_splits(cfg), None
     if not splits.train or not splits.val:
-        raise ConfigError(f"data: a search needs training and validation images; got {splits.counts()} "
-                          "(raise data.val_fraction or add a val/ folder)")
+        raise ConfigError(
+            f"data: a search needs training and validation images; got {splits.counts()} "
+            "(raise data.val_fraction or add a val/ folder)"
+        )
     built = build_model(cfg.model, len(splits.class_names))
     prep = prep or resolve_preprocessing(built, cfg.data.image_size)
     base = _base_fields(cfg)
     space, point = seed_with_base(
-        param_space(cfg.tune.search, len(built.stages), cfg.model.weights is not None,
-                    distill=isinstance(cfg, DistillTuneConfig)), base)
-    context = {"base": base, "kind": _kind(cfg), "splits": splits.to_json(),
-               "preprocessing": prep.model_dump(mode="json"),
-               "teacher_preprocessing": (t_prep.model_dump(mode="json")
-                                         if t_prep is not None and t_prep != prep else None),
-               "num_stages": len(built.stages), "default_point": point}
+        param_space(
+            cfg.tune.search,
+            len(built.stages),
+            cfg.model.weights is not None,
+            distill=isinstance(cfg, DistillTuneConfig),
+        ),
+        base,
+    )
+    context = {
+        "base": base,
+        "kind": _kind(cfg),
+        "splits": splits.to_json(),
+        "preprocessing": prep.model_dump(mode="json"),
+        "teacher_preprocessing": (
+            t_prep.model_dump(mode="json") if t_prep is not None and t_prep != prep else None
+        ),
+        "num_stages": len(built.stages),
+        "default_point": point,
+    }
     return context, space
 
 
@@ -223,7 +277,8 @@ def check_schedule(cfg) -> None:
         raise ConfigError(
             f"tune.grace_period: {cfg.tune.grace_period} must be below optim.epochs "
             f"(--max-epochs, {cfg.optim.epochs}) for ASHA to stop anything; lower it, raise the "
-            "epochs, or use tune.scheduler: fifo")
+            "epochs, or use tune.scheduler: fifo"
+        )
 
 
 def _mode(metric: str) -> str:
@@ -246,27 +301,39 @@ def _tune_config(cfg, concurrency: int | None, point: dict[str, Any]):
     if t.scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
 
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=cfg.optim.epochs,
-                                  grace_period=t.grace_period, reduction_factor=t.reduction_factor)
+        scheduler = ASHAScheduler(
+            time_attr="epoch",
+            max_t=cfg.optim.epochs,
+            grace_period=t.grace_period,
+            reduction_factor=t.reduction_factor,
+        )
     if t.searcher == "optuna":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
         # The point is enqueued in Optuna's study (``study.enqueue_trial``) once Tune hands the
         # searcher its space, metric and mode.
-        search_alg = OptunaSearch(points_to_evaluate=seed,
-                                  sampler=optuna.samplers.TPESampler(seed=cfg.seed))
+        search_alg = OptunaSearch(
+            points_to_evaluate=seed, sampler=optuna.samplers.TPESampler(seed=cfg.seed)
+        )
     else:
         from ray.tune.search import BasicVariantGenerator
 
         # BasicVariantGenerator ignores TuneConfig.max_concurrent_trials: limit it here, or every
         # trial's driver starts at once and their token CPUs crowd out the workers.
-        search_alg = BasicVariantGenerator(points_to_evaluate=seed, random_state=cfg.seed,
-                                           max_concurrent=concurrency or 0)
+        search_alg = BasicVariantGenerator(
+            points_to_evaluate=seed, random_state=cfg.seed, max_concurrent=concurrency or 0
+        )
         concurrency = None  # (Tune warns when given both)
-    return tune.TuneConfig(metric=t.metric, mode=mode, scheduler=scheduler, search_alg=search_alg,
-                           num_samples=t.num_samples, max_concurrent_trials=concurrency,
-                           trial_dirname_creator=_trial_dirname)
+    return tune.TuneConfig(
+        metric=t.metric,
+        mode=mode,
+        scheduler=scheduler,
+        search_alg=search_alg,
+        num_samples=t.num_samples,
+        max_concurrent_trials=concurrency,
+        trial_dirname_creator=_trial_dirname,
+    )
 
 
 def _callbacks(cfg, exp: ExperimentDir) -> list:
@@ -274,13 +341,17 @@ def _callbacks(cfg, exp: ExperimentDir) -> list:
     if t.tracking == "mlflow":
         from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-        uri = t.tracking_uri or (exp.local_path / "mlruns" if exp.local_path else Path("mlruns").resolve()
-                                 ).as_uri()
+        uri = (
+            t.tracking_uri
+            or (exp.local_path / "mlruns" if exp.local_path else Path("mlruns").resolve()).as_uri()
+        )
         if uri.startswith("file:"):
             # MLflow 3 refuses its file store unless opted in; a folder beside the trials is what
             # a laptop user wants (a server or database URI needs no opt-in).
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        return [MLflowLoggerCallback(tracking_uri=uri, experiment_name=exp.name, save_artifact=False)]
+        return [
+            MLflowLoggerCallback(tracking_uri=uri, experiment_name=exp.name, save_artifact=False)
+        ]
     if t.tracking == "tensorboard":
         from ray.tune.logger import TBXLoggerCallback
 
@@ -291,9 +362,13 @@ def _callbacks(cfg, exp: ExperimentDir) -> list:
 def _run_config(cfg, exp: ExperimentDir):
     from ray import tune
 
-    return tune.RunConfig(name=exp.name, storage_path=exp.parent, callbacks=_callbacks(cfg, exp),
-                          failure_config=tune.FailureConfig(max_failures=cfg.tune.max_failures),
-                          verbose=1)
+    return tune.RunConfig(
+        name=exp.name,
+        storage_path=exp.parent,
+        callbacks=_callbacks(cfg, exp),
+        failure_config=tune.FailureConfig(max_failures=cfg.tune.max_failures),
+        verbose=1,
+    )
 
 
 def tune_search(cfg: TuneConfig | DistillTuneConfig, overwrite: bool = False) -> dict[str, Any]:
@@ -342,9 +417,12 @@ def tune_search(cfg: TuneConfig | DistillTuneConfig, overwrite: bool = False) ->
     from ray import tune
 
     _announce(cfg, exp, space, concurrency, context["default_point"])
-    tuner = tune.Tuner(_trainable(cfg, context), param_space=space,
-                       tune_config=_tune_config(cfg, concurrency, context["default_point"]),
-                       run_config=_run_config(cfg, exp))
+    tuner = tune.Tuner(
+        _trainable(cfg, context),
+        param_space=space,
+        tune_config=_tune_config(cfg, concurrency, context["default_point"]),
+        run_config=_run_config(cfg, exp),
+    )
     tuner.fit()
     return _conclude(cfg, exp, context)
 
@@ -364,10 +442,14 @@ def resume_search(experiment: str) -> dict[str, Any]:
         data = yaml.safe_load(exp.read_text(TUNE_CONFIG))
         context = json.loads(exp.read_text(CONTEXT))
     except FileNotFoundError as exc:
-        raise TransferkitError(f"--resume: {experiment} is not a transferkit search folder ({exc})"
-                               ) from None
-    cfg = validate(DistillTuneConfig if context["kind"] == "distill" else TuneConfig, data,
-                   source=exp.join(TUNE_CONFIG))
+        raise TransferkitError(
+            f"--resume: {experiment} is not a transferkit search folder ({exc})"
+        ) from None
+    cfg = validate(
+        DistillTuneConfig if context["kind"] == "distill" else TuneConfig,
+        data,
+        source=exp.join(TUNE_CONFIG),
+    )
     ensure_ray()
     import ray
     from ray import tune
@@ -376,28 +458,38 @@ def resume_search(experiment: str) -> dict[str, Any]:
     if not tune.Tuner.can_restore(exp.uri):
         raise TransferkitError(f"--resume: {exp.uri} holds no Tune experiment state to restore")
     print(f"[transferkit] resuming the search in {exp.uri}")
-    tuner = tune.Tuner.restore(exp.uri, trainable=_trainable(cfg, context),
-                               resume_unfinished=True, resume_errored=True)
+    tuner = tune.Tuner.restore(
+        exp.uri, trainable=_trainable(cfg, context), resume_unfinished=True, resume_errored=True
+    )
     tuner.fit()
     return _conclude(cfg, exp, context)
 
 
-def _announce(cfg, exp: ExperimentDir, space: dict[str, Any], concurrency: int | None,
-              point: dict[str, Any]) -> None:
+def _announce(
+    cfg, exp: ExperimentDir, space: dict[str, Any], concurrency: int | None, point: dict[str, Any]
+) -> None:
     t, s = cfg.tune, cfg.scaling
     shown = {k: _describe(v) for k, v in space.items()}
-    print(f"[transferkit] search in {exp.uri}: {t.num_samples} trials x up to {cfg.optim.epochs} "
-          f"epochs, {t.searcher} search, {t.scheduler} scheduler, metric {t.metric} ({_mode(t.metric)})")
+    print(
+        f"[transferkit] search in {exp.uri}: {t.num_samples} trials x up to {cfg.optim.epochs} "
+        f"epochs, {t.searcher} search, {t.scheduler} scheduler, metric {t.metric} ({_mode(t.metric)})"
+    )
     print(f"[transferkit] space {shown}")
     outside = [k for k, v in point.items() if not space[k].is_valid(v)]
     note = f"; outside the searched range, run once as given: {outside}" if outside else ""
-    print(f"[transferkit] trial 1 of {t.num_samples} runs the base config's values {_plain(point)}"
-          f"{note}")
+    print(
+        f"[transferkit] trial 1 of {t.num_samples} runs the base config's values {_plain(point)}"
+        f"{note}"
+    )
     if t.num_samples == 1:
-        log.warning("tune.num_samples is 1: the only trial is the base config's values; raise it "
-                    "to search anything")
-    print(f"[transferkit] each trial: {s.num_workers} Ray Train worker(s) x {s.cpus_per_worker:g} CPU "
-          f"+ {t.trial_cpu:g} CPU for the trial; up to {concurrency or 'unlimited'} at once")
+        log.warning(
+            "tune.num_samples is 1: the only trial is the base config's values; raise it "
+            "to search anything"
+        )
+    print(
+        f"[transferkit] each trial: {s.num_workers} Ray Train worker(s) x {s.cpus_per_worker:g} CPU "
+        f"+ {t.trial_cpu:g} CPU for the trial; up to {concurrency or 'unlimited'} at once"
+    )
 
 
 def _describe(domain: Any) -> str:
@@ -415,8 +507,12 @@ def _describe(domain: Any) -> str:
 
 # ----------------------------------------------------------------------------- results
 
-_LABELS = {"val_acc": "val accuracy", "val_balanced_acc": "val balanced accuracy",
-           "val_macro_f1": "val macro F1", "val_loss": "val loss"}
+_LABELS = {
+    "val_acc": "val accuracy",
+    "val_balanced_acc": "val balanced accuracy",
+    "val_macro_f1": "val macro F1",
+    "val_loss": "val loss",
+}
 
 
 def _score_col(metric: str) -> str:
@@ -450,9 +546,12 @@ def _trial_row(trial, df, searched: list[str], max_epochs: int, metric: str) -> 
     if df is not None and len(df) and "epoch" in df:
         df = df.drop_duplicates(subset="epoch", keep="last")
         best = _best_epoch(df, metric)
-        row.update({c: float(best.get(c[len("best_"):], math.nan)) for c in cols},
-                   best_epoch=int(best["epoch"]), epochs_run=int(df["epoch"].max()),
-                   checkpoint=str(best.get("checkpoint_path", "") or ""))
+        row.update(
+            {c: float(best.get(c[len("best_") :], math.nan)) for c in cols},
+            best_epoch=int(best["epoch"]),
+            epochs_run=int(df["epoch"].max()),
+            checkpoint=str(best.get("checkpoint_path", "") or ""),
+        )
     last = trial.last_result or {}
     row["stopped_early"] = bool(trial.status == "TERMINATED" and row["epochs_run"] < max_epochs)
     row["wall_time_s"] = round(float(last.get("time_total_s", math.nan)), 1)
@@ -480,8 +579,11 @@ def _default_trial_id(trials, point: dict[str, Any] | None) -> str | None:
         head = (pair[1].experiment_tag or "").split("_", 1)[0]
         return (int(head) if head.isdigit() else math.inf, pair[0])
 
-    matches = [(i, t) for i, t in enumerate(trials)
-               if all(same_value((t.config or {}).get(k), v) for k, v in point.items())]
+    matches = [
+        (i, t)
+        for i, t in enumerate(trials)
+        if all(same_value((t.config or {}).get(k), v) for k, v in point.items())
+    ]
     return min(matches, key=created)[1].trial_id if matches else None
 
 
@@ -499,8 +601,9 @@ def _pick_best(scored, metric: str):
     return scored.sort_values(keys, ascending=ascending, kind="mergesort").iloc[0]
 
 
-def _default_summary(table, default_id: str | None, searched: list[str], metric: str
-                     ) -> dict[str, Any] | None:
+def _default_summary(
+    table, default_id: str | None, searched: list[str], metric: str
+) -> dict[str, Any] | None:
     """The default trial's line of the summary (``None`` when there is none); its figures are
     ``None`` when it produced no result."""
     if default_id is None:
@@ -510,11 +613,19 @@ def _default_summary(table, default_id: str | None, searched: list[str], metric:
     def num(v) -> float | None:
         return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
-    out = {"trial_id": default_id, "config": _plain({k: row[k] for k in searched}),
-           "val_acc": num(row["best_val_acc"]), "val_loss": num(row["best_val_loss"])}
+    out = {
+        "trial_id": default_id,
+        "config": _plain({k: row[k] for k in searched}),
+        "val_acc": num(row["best_val_acc"]),
+        "val_loss": num(row["best_val_loss"]),
+    }
     out[metric] = num(row[_score_col(metric)])
-    out.update(epoch=int(row["best_epoch"]), epochs_run=int(row["epochs_run"]),
-               stopped_early=bool(row["stopped_early"]), status=str(row["status"]))
+    out.update(
+        epoch=int(row["best_epoch"]),
+        epochs_run=int(row["epochs_run"]),
+        stopped_early=bool(row["stopped_early"]),
+        status=str(row["status"]),
+    )
     return out
 
 
@@ -530,7 +641,6 @@ def _existing_checkpoint(row: dict[str, Any], exp: ExperimentDir) -> str:
 
 def _conclude(cfg, exp: ExperimentDir, context: dict[str, Any]) -> dict[str, Any]:
     import pandas as pd
-
     from ray import tune
 
     metric = cfg.tune.metric
@@ -540,8 +650,10 @@ def _conclude(cfg, exp: ExperimentDir, context: dict[str, Any]) -> dict[str, Any
     analysis = tune.ExperimentAnalysis(exp.uri, default_metric=metric, default_mode=mode)
     frames = analysis.trial_dataframes
     searched = [k for k in PARAM_PATHS if any(k in (t.config or {}) for t in analysis.trials)]
-    rows = [_trial_row(t, frames.get(t.trial_id), searched, cfg.optim.epochs, metric)
-            for t in analysis.trials]
+    rows = [
+        _trial_row(t, frames.get(t.trial_id), searched, cfg.optim.epochs, metric)
+        for t in analysis.trials
+    ]
     default_id = _default_trial_id(analysis.trials, context.get("default_point"))
     table = pd.DataFrame(rows).sort_values("trial_id").reset_index(drop=True)
     table.insert(2, "is_default", table["trial_id"] == default_id)
@@ -551,7 +663,8 @@ def _conclude(cfg, exp: ExperimentDir, context: dict[str, Any]) -> dict[str, Any
     if unfinished:  # the saved state still has them running: --resume continues them
         raise SearchInterrupted(
             f"search interrupted: {len(rows) - len(unfinished)} of {len(rows)} trials finished "
-            f"({', '.join(unfinished)} not); continue it with `transferkit tune --resume {exp.uri}`")
+            f"({', '.join(unfinished)} not); continue it with `transferkit tune --resume {exp.uri}`"
+        )
     _wait_for_resources()
     scored = table.dropna(subset=[score])
     if scored.empty:
@@ -562,16 +675,27 @@ def _conclude(cfg, exp: ExperimentDir, context: dict[str, Any]) -> dict[str, Any
     best_cfg = _best_config(cfg, context, exp, sample)
     best["checkpoint"] = _existing_checkpoint(best, exp)
     trial_epochs = int(table["epochs_run"].sum())
-    best_line = {"trial_id": best["trial_id"], "config": _plain(sample),
-                 "val_acc": float(best["best_val_acc"]), "val_loss": float(best["best_val_loss"])}
+    best_line = {
+        "trial_id": best["trial_id"],
+        "config": _plain(sample),
+        "val_acc": float(best["best_val_acc"]),
+        "val_loss": float(best["best_val_loss"]),
+    }
     best_line[metric] = float(best[score])
     best_line.update(epoch=int(best["best_epoch"]), checkpoint=best["checkpoint"])
     summary = {
-        "experiment": exp.uri, "trials_csv": exp.join(TRIALS_CSV), "best_config": exp.join(BEST_CONFIG),
-        "plot": exp.join(PLOT), "num_trials": len(rows), "max_epochs": cfg.optim.epochs,
-        "trial_epochs": trial_epochs, "stopped_early": int(table["stopped_early"].sum()),
+        "experiment": exp.uri,
+        "trials_csv": exp.join(TRIALS_CSV),
+        "best_config": exp.join(BEST_CONFIG),
+        "plot": exp.join(PLOT),
+        "num_trials": len(rows),
+        "max_epochs": cfg.optim.epochs,
+        "trial_epochs": trial_epochs,
+        "stopped_early": int(table["stopped_early"].sum()),
         "errored": int((table["status"] == "ERROR").sum()),
-        "metric": metric, "mode": mode, "best": best_line,
+        "metric": metric,
+        "mode": mode,
+        "best": best_line,
         "default": _default_summary(table, default_id, searched, metric),
         "best_is_default": bool(default_id is not None and best["trial_id"] == default_id),
     }
@@ -579,11 +703,15 @@ def _conclude(cfg, exp: ExperimentDir, context: dict[str, Any]) -> dict[str, Any
     exp.write_text(BEST_TRIAL, json.dumps(summary, indent=2, default=str))
     exp.write_bytes(PLOT, _plot(table, searched, cfg))
     b = summary["best"]
-    print(f"[transferkit] {len(rows)} trials, {trial_epochs} trial-epochs of "
-          f"{len(rows) * cfg.optim.epochs} possible; {summary['stopped_early']} stopped early, "
-          f"{summary['errored']} failed")
-    print(f"[transferkit] best trial {b['trial_id']}: {metric} {b[metric]:.4f} (val_acc "
-          f"{b['val_acc']:.4f}) at epoch {b['epoch']} with {b['config']}")
+    print(
+        f"[transferkit] {len(rows)} trials, {trial_epochs} trial-epochs of "
+        f"{len(rows) * cfg.optim.epochs} possible; {summary['stopped_early']} stopped early, "
+        f"{summary['errored']} failed"
+    )
+    print(
+        f"[transferkit] best trial {b['trial_id']}: {metric} {b[metric]:.4f} (val_acc "
+        f"{b['val_acc']:.4f}) at epoch {b['epoch']} with {b['config']}"
+    )
     print(f"[transferkit] {_default_line(summary)}")
     print(f"[transferkit] best checkpoint {b['checkpoint']}")
     print(f"[transferkit] wrote {summary['trials_csv']}, {summary['plot']}")
@@ -598,36 +726,53 @@ def _default_line(summary: dict[str, Any]) -> str:
     """``default values: val_acc 0.9900 (trial ..., 4 epochs) vs best 0.9944 (trial ...)``."""
     d, b, metric = summary["default"], summary["best"], summary["metric"]
     if d is None:
-        return "default values: no trial ran the base config's values (a search from before " \
-               "searches were seeded with them)"
+        return (
+            "default values: no trial ran the base config's values (a search from before "
+            "searches were seeded with them)"
+        )
     if d[metric] is None:
         ran = f"no result, {d['status']}"
     else:
-        ran = (f"stopped early by the scheduler after {d['epochs_run']} epochs" if d["stopped_early"]
-               else f"{d['epochs_run']} epochs")
+        ran = (
+            f"stopped early by the scheduler after {d['epochs_run']} epochs"
+            if d["stopped_early"]
+            else f"{d['epochs_run']} epochs"
+        )
     value = "n/a" if d[metric] is None else f"{d[metric]:.4f}"
     which = "the default trial itself" if summary["best_is_default"] else f"trial {b['trial_id']}"
     return f"default values: {metric} {value} (trial {d['trial_id']}, {ran}) vs best {b[metric]:.4f} ({which})"
 
 
 def _plain(sample: dict[str, Any]) -> dict[str, Any]:
-    return {k: (int(v) if PARAM_PATHS[k][1] == "freeze_depth" else float(v)) for k, v in sample.items()}
+    return {
+        k: (int(v) if PARAM_PATHS[k][1] == "freeze_depth" else float(v)) for k, v in sample.items()
+    }
 
 
 def _best_config(cfg, context: dict[str, Any], exp: ExperimentDir, sample: dict[str, Any]) -> dict:
     """The best trial as a plain ``finetune``/``distill`` config; its output is ``best_run/`` in the
     experiment folder (``runs/<name>-best`` for a remote experiment)."""
     data = apply_sample(context["base"], _plain(sample))
-    data["output"] = (str(Path("runs", f"{exp.name}-best").resolve()) if exp.remote
-                      else exp.join("best_run"))
+    data["output"] = (
+        str(Path("runs", f"{exp.name}-best").resolve()) if exp.remote else exp.join("best_run")
+    )
     target = DistillConfig if context["kind"] == "distill" else FinetuneConfig
     return validate(target, data, source="best trial").model_dump(mode="json")
 
 
 def _print_table(table, searched: list[str], metric: str) -> None:
     scores = ["best_val_acc"] + ([_score_col(metric)] if metric != "val_acc" else [])
-    cols = ["trial_id", "status", "is_default", *searched, *scores, "best_epoch", "epochs_run",
-            "stopped_early", "wall_time_s"]
+    cols = [
+        "trial_id",
+        "status",
+        "is_default",
+        *searched,
+        *scores,
+        "best_epoch",
+        "epochs_run",
+        "stopped_early",
+        "wall_time_s",
+    ]
     shown = table[[c for c in cols if c in table]].copy()
     for name in searched:
         if name != "freeze_depth":
@@ -657,9 +802,13 @@ def _plot(table, searched: list[str], cfg) -> bytes:
 
     col, scale, ylabel = _y_axis(cfg.tune.metric)
     names = searched or ["freeze_depth"]
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.6), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1, len(names), figsize=(4 * len(names), 3.6), squeeze=False, sharey=True
+    )
     done = table.dropna(subset=[col])
-    is_default = done["is_default"] if "is_default" in done else done["trial_id"].map(lambda _: False)
+    is_default = (
+        done["is_default"] if "is_default" in done else done["trial_id"].map(lambda _: False)
+    )
     for ax, name in zip(axes[0], names):
         for early, marker, label in ((False, "o", "full budget"), (True, "x", "stopped early")):
             part = done[(done["stopped_early"] == early) & ~is_default]
@@ -667,15 +816,26 @@ def _plot(table, searched: list[str], cfg) -> bytes:
                 ax.scatter(part[name], scale * part[col], marker=marker, label=label)
         base = done[is_default]
         if name in base and len(base):
-            ax.scatter(base[name], scale * base[col], marker="*", s=160, zorder=3,
-                       label="base config (default)")
-        if isinstance(getattr(cfg.tune.search, name, None), Range) and getattr(cfg.tune.search, name).log:
+            ax.scatter(
+                base[name],
+                scale * base[col],
+                marker="*",
+                s=160,
+                zorder=3,
+                label="base config (default)",
+            )
+        if (
+            isinstance(getattr(cfg.tune.search, name, None), Range)
+            and getattr(cfg.tune.search, name).log
+        ):
             ax.set_xscale("log")
         ax.set_xlabel(name)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(ylabel)
     axes[0][-1].legend(loc="best", fontsize=8)
-    fig.suptitle(f"{cfg.model.arch}: {len(table)} trials, {cfg.tune.scheduler}, {cfg.tune.searcher}")
+    fig.suptitle(
+        f"{cfg.model.arch}: {len(table)} trials, {cfg.tune.scheduler}, {cfg.tune.searcher}"
+    )
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -690,8 +850,11 @@ def _wait_for_resources(timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         total, free = ray.cluster_resources(), ray.available_resources()
-        missing = {k: total[k] - free.get(k, 0.0) for k in ("CPU", "GPU") if k in total
-                   and total[k] - free.get(k, 0.0) > _EPS}
+        missing = {
+            k: total[k] - free.get(k, 0.0)
+            for k in ("CPU", "GPU")
+            if k in total and total[k] - free.get(k, 0.0) > _EPS
+        }
         if not missing or time.monotonic() > deadline:
             break
         time.sleep(0.5)

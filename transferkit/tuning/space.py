@@ -16,8 +16,17 @@ from typing import Any
 
 from transferkit.config import ConfigError, Range, SearchSpace
 
-__all__ = ["PARAM_PATHS", "FINETUNE_PARAMS", "KD_PARAMS", "param_space", "apply_sample",
-           "default_freeze_depths", "seed_with_base", "base_values", "same_value"]
+__all__ = [
+    "PARAM_PATHS",
+    "FINETUNE_PARAMS",
+    "KD_PARAMS",
+    "param_space",
+    "apply_sample",
+    "default_freeze_depths",
+    "seed_with_base",
+    "base_values",
+    "same_value",
+]
 
 # Flat search key -> the dotted path of the config field it sets.
 PARAM_PATHS: dict[str, tuple[str, str]] = {
@@ -50,7 +59,9 @@ def _domain(value: Range | list[float]):
     return value[0] if len(value) == 1 else tune.choice(list(value))
 
 
-def param_space(space: SearchSpace, num_stages: int, pretrained: bool, distill: bool) -> dict[str, Any]:
+def param_space(
+    space: SearchSpace, num_stages: int, pretrained: bool, distill: bool
+) -> dict[str, Any]:
     """The flat Ray Tune ``param_space`` for ``space``.
 
     Args:
@@ -70,14 +81,18 @@ def param_space(space: SearchSpace, num_stages: int, pretrained: bool, distill: 
     from ray import tune
 
     out: dict[str, Any] = {}
-    depths = space.freeze_depth if space.freeze_depth is not None else default_freeze_depths(
-        num_stages, pretrained)
+    depths = (
+        space.freeze_depth
+        if space.freeze_depth is not None
+        else default_freeze_depths(num_stages, pretrained)
+    )
     if depths is not None:
         bad = [d for d in depths if d > num_stages]
         if bad:
             raise ConfigError(
                 f"tune.search.freeze_depth: {bad} exceed the model's {num_stages} stages "
-                f"(allowed: 0..{num_stages})")
+                f"(allowed: 0..{num_stages})"
+            )
         out["freeze_depth"] = depths[0] if len(depths) == 1 else tune.choice(sorted(set(depths)))
     for name in FINETUNE_PARAMS[1:] + KD_PARAMS:
         value = getattr(space, name)
@@ -86,11 +101,14 @@ def param_space(space: SearchSpace, num_stages: int, pretrained: bool, distill: 
         if name in KD_PARAMS and not distill:
             raise ConfigError(
                 f"tune.search.{name}: KD parameters are searched only in a distillation search "
-                "(give a teacher: --teacher RUN or `teacher:` in the config)")
+                "(give a teacher: --teacher RUN or `teacher:` in the config)"
+            )
         out[name] = _domain(value)
     if not any(isinstance(v, tune.search.sample.Domain) for v in out.values()):
-        raise ConfigError("tune.search: nothing to search (every field is fixed); give at least one "
-                          "range or list of two or more values")
+        raise ConfigError(
+            "tune.search: nothing to search (every field is fixed); give at least one "
+            "range or list of two or more values"
+        )
     return out
 
 
@@ -127,11 +145,16 @@ def base_values(base: dict[str, Any], names: list[str] | tuple[str, ...]) -> dic
 
 def same_value(a: Any, b: Any) -> bool:
     """``a == b``, or equal numbers within a relative 1e-9 (a YAML-rounded learning rate)."""
-    return a == b or (isinstance(a, (int, float)) and isinstance(b, (int, float))
-                      and math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0))
+    return a == b or (
+        isinstance(a, (int, float))
+        and isinstance(b, (int, float))
+        and math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
+    )
 
 
-def seed_with_base(space: dict[str, Any], base: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def seed_with_base(
+    space: dict[str, Any], base: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The search's first trial: the base config's values of every searched (non-fixed) name.
 
     The point goes to the searcher as ``points_to_evaluate=[point]``; both searchers

@@ -73,7 +73,8 @@ class ExperimentDir:
                 raise ExperimentExistsError(
                     f"experiment folder {self.uri} is not empty: continue that search with "
                     f"`transferkit tune --resume {self.uri}`, pass --overwrite to replace it, or "
-                    "choose another --output")
+                    "choose another --output"
+                )
             self.remove()
         if self.remote:
             self._fs.create_dir(self._root)
