@@ -117,20 +117,27 @@ def to_mode(img: Image.Image, channels: int) -> Image.Image:
 
 def resize_and_crop(img: Image.Image, prep: Preprocessing) -> Image.Image:
     """Resize the shorter side to ``round(input_size / crop_pct)`` and center-crop
-    ``input_size`` x ``input_size`` (timm's eval transform), done as one resample of the kept
-    region (``Image.resize(box=...)``), so an extreme aspect ratio never allocates a huge
-    intermediate image."""
+    ``input_size`` x ``input_size``: torchvision's ``Resize(s)`` + ``CenterCrop(input_size)`` (the
+    eval transform of torchvision's and timm's ImageNet references), pixel for pixel.
+
+    torchvision sizes the longer side as ``int(s * long / short)`` and puts the crop at
+    ``int(round((resized - input_size) / 2))``; both are reproduced here as one resample of the
+    kept region (``Image.resize(box=...)``, the same filter taps as resizing the whole image and
+    cropping), so an extreme aspect ratio never allocates a huge intermediate image.
+    """
     size = prep.input_size
-    resize_to = size / prep.crop_pct
     w, h = img.size
-    scale = resize_to / min(w, h)
-    cw, ch = min(w, size / scale), min(h, size / scale)
-    left, top = (w - cw) / 2.0, (h - ch) / 2.0
-    if (w, h) == (size, size) and prep.crop_pct == 1.0:
+    short = round(size / prep.crop_pct)
+    if w <= h:
+        new_w, new_h = short, int(short * h / w)
+    else:
+        new_w, new_h = int(short * w / h), short
+    if (w, h) == (size, size) and (new_w, new_h) == (size, size):
         return img
-    return img.resize(
-        (size, size), _RESAMPLE[prep.interpolation], box=(left, top, left + cw, top + ch)
-    )
+    left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
+    sx, sy = w / new_w, h / new_h
+    box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+    return img.resize((size, size), _RESAMPLE[prep.interpolation], box=box)
 
 
 def preprocess(img: Image.Image, prep: Preprocessing) -> np.ndarray:
