@@ -7,7 +7,13 @@ from torch.nn import functional as F
 from transferkit.config import ModelConfig, Preprocessing
 from transferkit.models import build_model, set_train_mode
 from transferkit.models.portable import save_portable
-from transferkit.training.distill import UNLABELED, HintPair, KDObjective, kd_loss
+from transferkit.training.distill import (
+    UNLABELED,
+    HintPair,
+    KDObjective,
+    kd_loss,
+    make_kd_objective,
+)
 
 
 @pytest.mark.parametrize("T", [0.5, 1.0, 4.0, 20.0])
@@ -60,6 +66,45 @@ def test_unlabelled_samples_only_contribute_the_soft_term():
 def test_temperature_must_be_positive():
     with pytest.raises(ValueError, match="temperature"):
         kd_loss(torch.randn(2, 3), torch.randn(2, 3), None, 0.0, 1.0, 1.0)
+
+
+def _smoothed_ce(logits, labels, eps, weight=None):
+    """Label-smoothed CE written out (Szegedy et al. 2016; torch's weighted mean convention)."""
+    logp = F.log_softmax(logits, 1)
+    k = logits.shape[1]
+    w = torch.ones(k) if weight is None else weight
+    per = (
+        -(1 - eps) * logp.gather(1, labels[:, None])[:, 0] - eps / k * (w * logp).sum(1) / w[labels]
+    )
+    return (w[labels] * per).sum() / w[labels].sum()
+
+
+def test_hard_term_smooths_labels_like_the_label_only_objective():
+    torch.manual_seed(0)
+    s, t, y = torch.randn(6, 4), torch.randn(6, 4), torch.tensor([0, 1, 2, 3, UNLABELED, 1])
+    _, parts = kd_loss(s, t, y, 2.0, 1.0, 0.0, label_smoothing=0.2)
+    keep = y != UNLABELED
+    assert parts["hard"] == pytest.approx(_smoothed_ce(s[keep], y[keep], 0.2).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("class_weighted", [False, True])
+def test_distillation_config_label_smoothing_reaches_the_hard_term(tmp_path, class_weighted):
+    from transferkit.config import DistillConfig
+
+    teacher = _teacher_file(tmp_path)
+    cfg = DistillConfig.model_validate(
+        {"teacher": str(teacher), "data": {"dataset": "digits"}, "optim": {"label_smoothing": 0.3}}
+    )
+    obj = make_kd_objective(cfg)
+    obj.hard_weight, obj.soft_weight = 1.0, 0.0
+    weight = torch.tensor([2.0] + [1.0] * 9) if class_weighted else None
+    obj.class_weight = weight
+    obj.setup(torch.device("cpu"))
+    torch.manual_seed(2)  # any student with non-uniform logits will do: the hard term is checked
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10)).eval()
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 3, 0, 9])
+    loss, logits = obj(student, x, y)
+    assert loss.item() == pytest.approx(_smoothed_ce(logits, y, 0.3, weight).item(), rel=1e-5)
 
 
 def _teacher_file(tmp_path):

@@ -35,8 +35,9 @@ def kd_loss(
     temperature: float,
     hard_weight: float,
     soft_weight: float,
+    label_smoothing: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Hinton KD loss.
+    """Hinton KD loss (Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network").
 
     Args:
         student_logits: float ``[B, K]``.
@@ -45,6 +46,8 @@ def kd_loss(
             term (mean over the labelled ones); ``None`` = no hard term.
         temperature: ``T > 0``.
         hard_weight, soft_weight: the two weights (named, not an ambiguous "alpha").
+        label_smoothing: of the hard term's cross-entropy (Szegedy et al. 2016), in [0, 1): the
+            same ``optim.label_smoothing`` a label-only student trains with.
 
     Returns:
         ``(loss scalar, {"hard": ..., "soft": ...})``; the soft term already includes ``T^2``.
@@ -56,7 +59,11 @@ def kd_loss(
     log_p_s = F.log_softmax(s / temperature, dim=1)
     log_p_t = F.log_softmax(t / temperature, dim=1)
     soft = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * temperature**2
-    hard = _hard_only(s, labels) if labels is not None and hard_weight > 0 else s.new_zeros(())
+    hard = (
+        _hard_only(s, labels, label_smoothing=label_smoothing)
+        if labels is not None and hard_weight > 0
+        else s.new_zeros(())
+    )
     return hard_weight * hard + soft_weight * soft, {"hard": hard.detach(), "soft": soft.detach()}
 
 
@@ -105,8 +112,10 @@ class KDObjective:
         hints: list[HintPair] | None = None,
         hint_weight: float = 0.0,
         mixup_alpha: float = 0.0,
+        label_smoothing: float = 0.0,
     ):
         self.teacher_path = teacher_path
+        self.label_smoothing = label_smoothing
         self.mixup_alpha = mixup_alpha
         self.temperature, self.hard_weight, self.soft_weight = temperature, hard_weight, soft_weight
         self.hints = list(hints or [])
@@ -183,13 +192,20 @@ class KDObjective:
         w = self.class_weight
         if perm is None and w is None:
             loss, _ = kd_loss(
-                s_logits, t_logits, labels, self.temperature, self.hard_weight, self.soft_weight
+                s_logits,
+                t_logits,
+                labels,
+                self.temperature,
+                self.hard_weight,
+                self.soft_weight,
+                self.label_smoothing,
             )
         else:  # soft term on the (mixed) inputs; hard term mixed like the inputs (mixup), weighted
             soft, _ = kd_loss(s_logits, t_logits, None, self.temperature, 0.0, self.soft_weight)
-            hard = _hard_only(s_logits, labels, w)
+            ls = self.label_smoothing
+            hard = _hard_only(s_logits, labels, w, ls)
             if perm is not None:
-                hard = lam * hard + (1.0 - lam) * _hard_only(s_logits, labels[perm], w)
+                hard = lam * hard + (1.0 - lam) * _hard_only(s_logits, labels[perm], w, ls)
             loss = soft + self.hard_weight * hard
         if self.hints and self.hint_weight > 0 and extras is not None:
             loss = loss + self.hint_weight * self._hint_loss(extras)
@@ -207,13 +223,19 @@ def _mix(s_x: torch.Tensor, t_x: torch.Tensor, alpha: float):
 
 
 def _hard_only(
-    s_logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None
+    s_logits: torch.Tensor,
+    labels: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """(Class-weighted) mean cross-entropy over the labelled samples (0 when there are none)."""
+    """(Class-weighted, label-smoothed) mean cross-entropy over the labelled samples (0 when there
+    are none)."""
     labelled = labels != UNLABELED
     if not labelled.any():
         return s_logits.new_zeros(())
-    return F.cross_entropy(s_logits.float()[labelled], labels[labelled], weight=weight)
+    return F.cross_entropy(
+        s_logits.float()[labelled], labels[labelled], weight=weight, label_smoothing=label_smoothing
+    )
 
 
 def make_kd_objective(cfg) -> KDObjective:
@@ -226,4 +248,5 @@ def make_kd_objective(cfg) -> KDObjective:
         [HintPair(a, b) for a, b in cfg.kd.hints],
         cfg.kd.hint_weight,
         cfg.kd.mixup_alpha,
+        label_smoothing=cfg.optim.label_smoothing,  # as the label-only baseline trains
     )
