@@ -215,7 +215,7 @@ def test_unreadable_images_are_skipped_with_a_warning_and_counted(
     (sub / "4" / "zz_truncated.png").write_bytes(
         (sub / "4" / sorted(os.listdir(sub / "4"))[0]).read_bytes()[:40]
     )
-    with caplog.at_level(logging.WARNING, logger="transferkit.export.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="transferkit.export.scoring"):
         r = evaluate_onnx(
             serving_onnx,
             str(sub),
@@ -225,6 +225,7 @@ def test_unreadable_images_are_skipped_with_a_warning_and_counted(
             errors_csv=tmp_path / "e.csv",
         )
     assert r["skipped"] == 1 and r["images"] == 10 * PER_CLASS
+    assert r["skipped_files"] == [str(sub / "4" / "zz_truncated.png")]
     assert "zz_truncated.png" in caplog.text
 
 
