@@ -54,3 +54,24 @@ def test_elpv_config_runs_on_a_folder_and_its_class_weights_favour_defects(elpv_
     weights = dict(zip(classes, stages["teacher"].optim.class_weight))
     assert weights["defective"] > weights["functional"]
     assert cfg.report.positive_class in classes
+
+
+def test_a_student_input_size_reaches_the_student_alone():
+    """``student.image_size`` sets the student's input; the teacher (and its search) keep
+    ``data.image_size``."""
+    cfg = PipelineConfig.model_validate(
+        {
+            "data": {"dataset": "digits", "image_size": 32},
+            "teacher": {"tune": {"num_samples": 2}},
+            "student": {"image_size": 48},
+            "output": "/tmp/unused",
+        }
+    )
+    stages = stage_configs(cfg)
+    assert stages["student"].data.image_size == 48
+    assert stages["teacher"].data.image_size == 32
+    assert stages["tune-teacher"].data.image_size == 32
+    default = stage_configs(
+        cfg.model_copy(update={"student": cfg.student.model_copy(update={"image_size": None})})
+    )
+    assert default["student"].data.image_size == 32

@@ -643,6 +643,10 @@ class PipelineStudent(_Strict):
     unlabeled: str | None = None
     baseline: bool = False
     tune: StageTune | None = None
+    #: The student's input side in pixels (default: ``data.image_size``, the teacher's). The
+    #: teacher keeps its own preprocessing during distillation; a cut student with few stages
+    #: sees thin defects better at a larger input.
+    image_size: int | None = Field(None, ge=8, le=2048)
 
     _defaults = model_validator(mode="before")(DistillConfig._student_defaults.__func__)
 

@@ -115,8 +115,10 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
     teacher_dir = Path(t.run).expanduser().resolve() if t.run else out / "teacher"
     s = cfg.student
     if s is not None:
+        s_data = common["data"] | ({"image_size": s.image_size} if s.image_size else {})
         s_base = {
             **common,
+            "data": s_data,
             "teacher": str(teacher_dir),
             "model": s.model.model_dump(mode="json"),
             "optim": s.optim.model_dump(mode="json"),
