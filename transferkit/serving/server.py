@@ -19,14 +19,15 @@ import uvicorn
 
 from transferkit.config import ServeConfig
 from transferkit.metadata import MetadataError
-from transferkit.serving.app import (
+from transferkit.serving.app import create_app
+from transferkit.serving.limits import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_IMAGE_PIXELS,
-    ServingRuntime,
-    create_app,
+    ServingLimits,
 )
 from transferkit.serving.model import ModelLoadError, OnnxClassifier
 from transferkit.serving.repository import ModelSource, discover_models
+from transferkit.serving.runtime import ServingRuntime
 
 __all__ = ["serve", "serve_config", "main", "API_KEY_ENV"]
 
@@ -60,13 +61,7 @@ def serve(
     *,
     repository: str | Path | None = None,
     name: str | None = None,
-    top_k: int = 5,
-    intra_op_threads: int = 0,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-    max_batch_size: int = 8,
-    max_queue_delay_ms: float = 2.0,
-    max_queue_size: int = 256,
+    limits: ServingLimits | None = None,
     api_key: str | None = None,
     eager: bool = True,
     log_level: str = "info",
@@ -82,13 +77,7 @@ def serve(
         port: TCP port.
         repository: a Triton-style folder ``REPO/<name>/<version>/model.onnx`` (added to the files).
         name: the model's name when exactly one file is given (default: the file stem).
-        top_k: default number of predictions per image on ``/v1/predict``.
-        intra_op_threads: ONNX Runtime intra-op threads per model (0 = automatic, capped at the CPUs).
-        max_body_bytes: request bodies above this get 413.
-        max_image_pixels: images above this many pixels get 422.
-        max_batch_size: dynamic batching: rows per ORT run (1 = off).
-        max_queue_delay_ms: longest wait for a batch to fill while requests are on their way.
-        max_queue_size: admitted requests per model beyond which the answer is 503 + Retry-After.
+        limits: body, image, threads, batching and queue limits (default: :class:`ServingLimits`).
         api_key: required on every route but health; None = the ``TRANSFERKIT_API_KEY``
             environment variable, if set.
         eager: load (and warm) every model before binding the port, so a bad file fails here; when
@@ -103,6 +92,7 @@ def serve(
         ModelLoadError: (eager) a file is unloadable or disagrees with its metadata.
         MetadataError: (eager) a file carries no transferkit metadata.
     """
+    limits = limits or ServingLimits()
     files: list[str | Path]
     if model_path is None:
         files = []
@@ -115,19 +105,13 @@ def serve(
     if eager:
         models = [
             OnnxClassifier(
-                s.path, name=s.name, version=s.version, intra_op_threads=intra_op_threads
+                s.path, name=s.name, version=s.version, intra_op_threads=limits.intra_op_threads
             )
             for s in sources
         ]
     app = create_app(
         models,
-        top_k=top_k,
-        max_body_bytes=max_body_bytes,
-        max_image_pixels=max_image_pixels,
-        intra_op_threads=intra_op_threads,
-        max_batch_size=max_batch_size,
-        max_queue_delay_ms=max_queue_delay_ms,
-        max_queue_size=max_queue_size,
+        limits=limits,
         api_key=api_key if api_key is not None else (os.environ.get(API_KEY_ENV) or None),
     )
     config = uvicorn.Config(
@@ -161,13 +145,7 @@ def serve_config(cfg: ServeConfig, *, eager: bool = True, log_level: str = "info
         cfg.port,
         repository=cfg.repository,
         name=cfg.name,
-        top_k=cfg.top_k,
-        intra_op_threads=cfg.intra_op_threads,
-        max_body_bytes=int(cfg.max_body_mb * 1024 * 1024),
-        max_image_pixels=cfg.max_image_pixels,
-        max_batch_size=cfg.max_batch_size,
-        max_queue_delay_ms=cfg.max_queue_delay_ms,
-        max_queue_size=cfg.max_queue_size,
+        limits=ServingLimits.from_config(cfg),
         api_key=cfg.api_key,
         eager=eager,
         log_level=log_level,
@@ -226,13 +204,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.port,
             repository=args.repository,
             name=args.name,
-            top_k=args.top_k,
-            intra_op_threads=args.threads,
-            max_body_bytes=args.max_body_bytes,
-            max_image_pixels=args.max_image_pixels,
-            max_batch_size=args.max_batch_size,
-            max_queue_delay_ms=args.max_queue_delay_ms,
-            max_queue_size=args.max_queue_size,
+            limits=ServingLimits(
+                top_k=args.top_k,
+                intra_op_threads=args.threads,
+                max_body_bytes=args.max_body_bytes,
+                max_image_pixels=args.max_image_pixels,
+                max_batch_size=args.max_batch_size,
+                max_queue_delay_ms=args.max_queue_delay_ms,
+                max_queue_size=args.max_queue_size,
+            ),
             api_key=args.api_key,
             eager=not args.lazy,
             log_level=args.log_level,
