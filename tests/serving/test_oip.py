@@ -20,9 +20,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from helpers import ServerProcess
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
-from test_serving import Server, png, png_bomb
+from test_serving import png, png_bomb
 
 from transferkit.imaging import decode_image, preprocess
 
@@ -50,14 +51,14 @@ def model_files(serving_onnx: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="module")
 def server(
     model_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    srv = Server(
+) -> Iterator[ServerProcess]:
+    srv = ServerProcess(
         model_files["teacher"],
         tmp_path_factory.mktemp("oip_server") / "server.log",
         "--repository",
         str(model_files["repo"]),
-        "--max-body-bytes",
-        str(MAX_BODY),
+        "--max-body-mb",
+        str(MAX_BODY / 2**20),
         "--max-image-pixels",
         str(MAX_PIXELS),
         "--threads",
@@ -66,8 +67,6 @@ def server(
         "8",
         "--max-queue-delay-ms",
         "5",
-        "--log-level",
-        "warning",
     )
     try:
         srv.wait_for("/v2/health/ready")
@@ -180,7 +179,7 @@ def test_infer_batch_and_nested_data(client: httpx.Client, reference, digit_pngs
 
 
 def test_32_concurrent_clients_each_get_their_own_answer(
-    client: httpx.Client, server: Server, reference, digit_pngs, china_jpg
+    client: httpx.Client, server: ServerProcess, reference, digit_pngs, china_jpg
 ) -> None:
     images = [china_jpg, *digit_pngs]
     inputs = [ref_input(reference, d) for d in images]
@@ -426,12 +425,7 @@ def test_batcher_combines_waiting_requests_and_splits_results() -> None:
 def test_api_key_guards_everything_but_health(
     serving_onnx: Path, tmp_path: Path, china_jpg: bytes
 ) -> None:
-    env_key = {"TRANSFERKIT_API_KEY": API_KEY}
-    os.environ.update(env_key)
-    try:
-        srv = Server(serving_onnx, tmp_path / "server.log", "--log-level", "warning")
-    finally:
-        os.environ.pop("TRANSFERKIT_API_KEY")
+    srv = ServerProcess(serving_onnx, tmp_path / "server.log", env={"TRANSFERKIT_API_KEY": API_KEY})
     try:
         srv.wait_for("/v2/health/ready")
         with httpx.Client(base_url=srv.url, timeout=30.0) as c:
@@ -499,9 +493,7 @@ def _wait_inflight(c: httpx.Client, model: str, n: int) -> None:
 def test_full_queue_is_503_with_retry_after(
     serving_onnx: Path, tmp_path: Path, china_jpg: bytes, reference
 ) -> None:
-    srv = Server(
-        serving_onnx, tmp_path / "server.log", "--max-queue-size", "1", "--log-level", "warning"
-    )
+    srv = ServerProcess(serving_onnx, tmp_path / "server.log", "--max-queue-size", "1")
     try:
         srv.wait_for("/v2/health/ready")
         held = _HeldBody(china_jpg)
@@ -543,9 +535,7 @@ def test_full_queue_is_503_with_retry_after(
 def test_graceful_shutdown_finishes_in_flight_and_refuses_new(
     serving_onnx: Path, tmp_path: Path, china_jpg: bytes, reference
 ) -> None:
-    srv = Server(
-        serving_onnx, tmp_path / "server.log", "--log-level", "info", "--graceful-timeout", "60"
-    )
+    srv = ServerProcess(serving_onnx, tmp_path / "server.log", "--graceful-timeout", "60")
     try:
         srv.wait_for("/v2/health/ready")
         held = _HeldBody(china_jpg)
@@ -575,9 +565,13 @@ def test_graceful_shutdown_finishes_in_flight_and_refuses_new(
             atol=1e-4,
         )
         pool.shutdown()
-        assert srv.proc.wait(60) in (0, -signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the captured SIGTERM (exit status -15);
+        # a server that ignored the signal would be killed (-9) by stop()
+        assert srv.proc.wait(60) in (0, -signal.SIGTERM), srv.log()
     finally:
         srv.stop()
+    assert "Finished server process" in srv.log()
+    assert "RuntimeWarning" not in srv.log()
 
 
 # -- configuration, repository, CLI ------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from test_serving import REPO, Server, _free_port
+from helpers import REPO, ServerProcess, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -25,7 +25,7 @@ def test_ray_serve_answers_like_the_plain_server(
     ray_cluster, serving_onnx: Path, tmp_path: Path, china_jpg: bytes
 ) -> None:
     pytest.importorskip("ray.serve")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
     log_path = tmp_path / "ray_serve.log"
     with open(log_path, "wb") as log:
@@ -51,7 +51,7 @@ def test_ray_serve_answers_like_the_plain_server(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    plain = Server(serving_onnx, tmp_path / "plain.log", "--log-level", "warning")
+    plain = ServerProcess(serving_onnx, tmp_path / "plain.log")
     url = f"http://127.0.0.1:{port}"
     try:
         plain.wait_for("/v2/health/ready")

@@ -1,37 +1,30 @@
 """Run the serving app with uvicorn in the foreground.
 
-``python -m transferkit.serving.server A.onnx B.onnx --port 8000`` or :func:`serve` /
-:func:`serve_config` from Python. On SIGINT/SIGTERM the server drains: readiness turns 503, new
+``transferkit serve`` (the one command line, in :mod:`transferkit.cli`) calls :func:`serve_config`;
+:func:`serve` is the Python entry. On SIGINT/SIGTERM the server drains: readiness turns 503, new
 requests (also on kept-alive connections) get 503 with ``Connection: close``, the listening socket
 closes, in-flight requests finish (up to ``graceful_timeout_s``), then the process returns.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import uvicorn
 
 from transferkit.config import ServeConfig
-from transferkit.metadata import MetadataError
 from transferkit.serving.app import create_app
-from transferkit.serving.limits import (
-    DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_IMAGE_PIXELS,
-    ServingLimits,
-)
-from transferkit.serving.model import ModelLoadError, OnnxClassifier
+from transferkit.serving.limits import ServingLimits
+from transferkit.serving.model import OnnxClassifier
 from transferkit.serving.repository import ModelSource, discover_models
 from transferkit.serving.runtime import ServingRuntime
 
-__all__ = ["serve", "serve_config", "main", "API_KEY_ENV"]
+__all__ = ["serve", "serve_config", "API_KEY_ENV"]
 
-log = logging.getLogger("transferkit.serving.server")  # not "__main__" under python -m
+log = logging.getLogger(__name__)
 
 #: Environment variable read for the API key when none is given.
 API_KEY_ENV = "TRANSFERKIT_API_KEY"
@@ -152,78 +145,3 @@ def serve_config(cfg: ServeConfig, *, eager: bool = True, log_level: str = "info
         access_log=cfg.access_log,
         graceful_timeout_s=cfg.graceful_timeout_s,
     )
-
-
-def _parser() -> argparse.ArgumentParser:
-    d = ServeConfig.model_fields
-    p = argparse.ArgumentParser(
-        prog="python -m transferkit.serving.server", description=__doc__.splitlines()[0]
-    )
-    p.add_argument(
-        "models", type=Path, nargs="*", help=".onnx files (each served as its file stem)"
-    )
-    p.add_argument(
-        "--repository", default=None, help="Triton-style folder REPO/<name>/<version>/model.onnx"
-    )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--name", default=None)
-    p.add_argument("--top-k", type=int, default=d["top_k"].default)
-    p.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0 = automatic)")
-    p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
-    p.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS)
-    p.add_argument(
-        "--max-batch-size", type=int, default=d["max_batch_size"].default, help="1 = batching off"
-    )
-    p.add_argument("--max-queue-delay-ms", type=float, default=d["max_queue_delay_ms"].default)
-    p.add_argument("--max-queue-size", type=int, default=d["max_queue_size"].default)
-    p.add_argument(
-        "--api-key",
-        default=None,
-        help=f"required on all routes but health (default: ${API_KEY_ENV})",
-    )
-    p.add_argument("--graceful-timeout", type=float, default=d["graceful_timeout_s"].default)
-    p.add_argument("--access-log", action="store_true")
-    p.add_argument(
-        "--lazy", action="store_true", help="bind first, load the models in the background"
-    )
-    p.add_argument("--log-level", default="info")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry; returns the exit status (2 when a model cannot be loaded)."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s"
-    )
-    try:
-        serve(
-            args.models,
-            args.host,
-            args.port,
-            repository=args.repository,
-            name=args.name,
-            limits=ServingLimits(
-                top_k=args.top_k,
-                intra_op_threads=args.threads,
-                max_body_bytes=args.max_body_bytes,
-                max_image_pixels=args.max_image_pixels,
-                max_batch_size=args.max_batch_size,
-                max_queue_delay_ms=args.max_queue_delay_ms,
-                max_queue_size=args.max_queue_size,
-            ),
-            api_key=args.api_key,
-            eager=not args.lazy,
-            log_level=args.log_level,
-            access_log=args.access_log,
-            graceful_timeout_s=args.graceful_timeout,
-        )
-    except (ModelLoadError, MetadataError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
