@@ -135,6 +135,15 @@ def test_health(client: httpx.Client) -> None:
     assert r.status_code == 200 and r.json()["ready"] is True
 
 
+def test_start_up_log_gives_urls_that_answer(server: ServerProcess, china_jpg: bytes) -> None:
+    log = server.log()
+    assert "{name}" not in log, log
+    infer = f"{server.url}/v2/models/digits_cnn/infer"
+    assert infer in log and f"{server.url}/v1/predict" in log, log
+    r = httpx.post(infer, content=china_jpg, headers={"content-type": "image/jpeg"}, timeout=30)
+    assert r.status_code == 200, r.text
+
+
 def test_model_metadata(client: httpx.Client, serving_onnx: Path) -> None:
     r = client.get("/v1/model")
     assert r.status_code == 200
