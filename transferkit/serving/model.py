@@ -19,12 +19,14 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf
 from PIL import Image
 
 from transferkit.errors import TransferkitError
 from transferkit.imaging import ImageTooLargeError, decode_image, preprocess
 from transferkit.metadata import ModelMetadata
 from transferkit.metrics import softmax
+from transferkit.serving.filetype import EXPORT_HINT, not_onnx_reason
 
 __all__ = [
     "OnnxClassifier",
@@ -154,7 +156,8 @@ class OnnxClassifier:
         max_image_pixels: images declaring more pixels are refused (:class:`ImageTooLargeError`).
 
     Raises:
-        ModelLoadError: the file is missing or not a loadable ONNX model, its input is not
+        ModelLoadError: the file is missing, of another kind (a PyTorch checkpoint, a PDF: the
+            message names the fix) or not a loadable ONNX model, its input is not
             float32 ``[N, C, H, W]`` matching the preprocessing, or the output width differs from
             the class count.
         transferkit.metadata.MetadataError: the file carries no (or malformed) transferkit
@@ -197,12 +200,19 @@ class OnnxClassifier:
     def _open(self, providers: list[str]) -> ort.InferenceSession:
         if not self.path.is_file():
             raise ModelLoadError(f"ONNX file not found: {self.path}")
+        reason = not_onnx_reason(self.path)
+        if reason is not None:
+            raise ModelLoadError(reason)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.intra_op_threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         try:
             return ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
+        except InvalidProtobuf as exc:
+            raise ModelLoadError(
+                f"{self.path.name} is not an ONNX model (it does not parse as one): {EXPORT_HINT}"
+            ) from exc
         except Exception as exc:  # ORT raises its own (non-exported) exception types
             raise ModelLoadError(f"cannot load ONNX model {self.path}: {exc}") from exc
 
@@ -367,8 +377,6 @@ class OnnxClassifier:
 
     def metadata_dict(self) -> dict[str, Any]:
         """JSON-ready description for ``GET /v1/model``; symbolic dimensions are -1."""
-        inp = self._node(self.input_name, self.session.get_inputs())
-        out = self._node(self.output_name, self.session.get_outputs())
         return {
             "name": self.name,
             "version": self.version,
@@ -376,16 +384,8 @@ class OnnxClassifier:
             "class_names": self.class_names,
             "num_classes": self.num_classes,
             "preprocessing": self.preprocessing.model_dump(mode="json"),
-            "input": {
-                "name": inp.name,
-                "shape": _shape(inp.shape),
-                "datatype": _ORT_DTYPES.get(inp.type, inp.type),
-            },
-            "output": {
-                "name": out.name,
-                "shape": _shape(out.shape),
-                "datatype": _ORT_DTYPES.get(out.type, out.type),
-            },
+            "input": self.tensor_spec("input"),
+            "output": self.tensor_spec("output"),
             "execution_providers": self.providers,
             "intra_op_threads": self.intra_op_threads,
             "source_run": self.metadata.source_run,
