@@ -86,11 +86,27 @@ def _entry(request: Request, name: str | None) -> ModelEntry:
 
 @router.get("/v2/health/live")
 async def live() -> dict[str, bool]:
+    """``GET /v2/health/live``: the process answers.
+
+    Returns:
+        ``{"live": true}``.
+    """
     return {"live": True}
 
 
 @router.get("/v2/health/ready")
 async def ready(request: Request) -> dict[str, Any]:
+    """``GET /v2/health/ready``: every model loaded and warmed up, the server not draining.
+
+    Args:
+        request: the request.
+
+    Returns:
+        ``{"ready": true, "models": [names]}``.
+
+    Raises:
+        ShuttingDownError, ModelNotReadyError: not ready (503; the message says why).
+    """
     rt = _runtime(request)
     rt.check_ready()
     return {"ready": True, "models": sorted(rt.models)}
@@ -98,6 +114,11 @@ async def ready(request: Request) -> dict[str, Any]:
 
 @router.get("/v2")
 async def server_metadata() -> dict[str, Any]:
+    """``GET /v2``: OIP v2 server metadata.
+
+    Returns:
+        ``{"name": "transferkit", "version", "extensions": []}``.
+    """
     return {"name": "transferkit", "version": __version__, "extensions": []}
 
 
@@ -106,12 +127,38 @@ async def server_metadata() -> dict[str, Any]:
 
 @_model_route("GET")
 async def model_meta(request: Request, name: str) -> dict[str, Any]:
+    """``GET /v2/models/{name}[/versions/{version}]``: OIP v2 model metadata.
+
+    Args:
+        request: the request (its path may name the version; default: the latest).
+        name: the model.
+
+    Returns:
+        See :func:`~transferkit.serving.oip.model_metadata`.
+
+    Raises:
+        UnknownModelError: no such model or version (404).
+        ModelNotReadyError: not loaded (503).
+    """
     clf = _entry(request, name).get()
     return model_metadata(clf, _runtime(request).versions(name))
 
 
 @_model_route("GET", "/ready")
 async def model_ready(request: Request, name: str) -> dict[str, Any]:
+    """``GET /v2/models/{name}[/versions/{version}]/ready``: that model version is ready.
+
+    Args:
+        request: the request (its path may name the version; default: the latest).
+        name: the model.
+
+    Returns:
+        ``{"name", "version", "ready": true}``.
+
+    Raises:
+        UnknownModelError: no such model or version (404).
+        ModelNotReadyError: not loaded (503).
+    """
     entry = _entry(request, name)
     entry.get()
     return {"name": entry.name, "version": entry.version, "ready": True}
@@ -141,6 +188,20 @@ async def _tensor(
 
 @_model_route("POST", "/infer")
 async def infer(request: Request, name: str) -> Response:
+    """``POST /v2/models/{name}[/versions/{version}]/infer``: OIP v2 JSON, or one raw image.
+
+    Args:
+        request: the request (its path may name the version; default: the latest).
+        name: the model.
+
+    Returns:
+        The OIP v2 response with the logits ``FP32 [N, K]``.
+
+    Raises:
+        UnsupportedMediaTypeError: neither JSON nor an image type (415).
+        ServingError, ImageDecodeError, ImageTooLargeError: bad input (4xx), an unknown model
+            (404), a full queue or a model that is not ready (503).
+    """
     entry = _entry(request, name)
     media = media_type(request)
     if not (is_image_type(media) or media in ("application/json", "")):
@@ -163,6 +224,14 @@ async def infer(request: Request, name: str) -> Response:
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
+    """``GET /v1/models``: every served model version.
+
+    Args:
+        request: the request.
+
+    Returns:
+        ``{"models": [{"name", "version", "ready", "path"}, ...]}``.
+    """
     return {
         "models": [
             {"name": e.name, "version": e.version, "ready": e.ready, "path": str(e.source.path)}
@@ -175,6 +244,19 @@ async def list_models(request: Request) -> dict[str, Any]:
 async def v1_model(
     request: Request, model: str | None = Query(None, description="model name")
 ) -> dict[str, Any]:
+    """``GET /v1/model``: transferkit's metadata of one model (its latest version).
+
+    Args:
+        request: the request.
+        model: the model (default: the first served).
+
+    Returns:
+        :meth:`OnnxClassifier.metadata_dict`'s description.
+
+    Raises:
+        UnknownModelError: no such model (404).
+        ModelNotReadyError: not loaded (503).
+    """
     entry = _entry(request, model)
     return {**entry.get().metadata_dict(), "name": entry.name}
 
@@ -185,6 +267,19 @@ async def predict(
     top_k: int | None = Query(None, ge=1, description="classes returned"),
     model: str | None = Query(None, description="model name (default: the first served)"),
 ) -> Response:
+    """``POST /v1/predict``: the top classes of one image (multipart upload or raw body).
+
+    Args:
+        request: the request.
+        top_k: classes returned (default: the limits' ``top_k``; capped at the class count).
+        model: the model (default: the first served).
+
+    Returns:
+        ``{"model": NAME, "predictions": [{"label", "probability"}, ...]}``.
+
+    Raises:
+        ServingError, ImageDecodeError, ImageTooLargeError: as :func:`infer`.
+    """
     entry = _entry(request, model)
     async with entry.admit() as clf:
         logits = await _image_logits(request, entry, multipart=True)
@@ -194,6 +289,14 @@ async def predict(
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
+    """``GET /metrics``: Prometheus text format.
+
+    Args:
+        request: the request.
+
+    Returns:
+        The metrics page of this app's registry.
+    """
     return Response(_runtime(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -43,7 +43,7 @@ class ServingLimits:
     Raises:
         ValueError: a count or size below 1, or ``max_queue_delay_ms`` below 0 (the message names
             the field). ``intra_op_threads`` is checked where threads are resolved
-            (:func:`transferkit.serving.model.resolve_threads`).
+            (:func:`transferkit.serving.providers.resolve_threads`).
     """
 
     top_k: int = 5

@@ -30,12 +30,26 @@ APP_NAME = "transferkit"
 
 
 def replica_threads(replica_cpus: float) -> int:
-    """ORT intra-op threads of a replica holding ``replica_cpus`` CPUs (at least 1)."""
+    """ORT intra-op threads of a replica.
+
+    Args:
+        replica_cpus: CPUs Ray reserves for the replica.
+
+    Returns:
+        Their whole number, at least 1.
+    """
     return max(1, int(math.floor(replica_cpus)))
 
 
 def max_ongoing_requests(cfg: ServeConfig) -> int:
-    """Serve's per-replica cap on concurrent requests: at least ``2 * max_batch_size`` and 8."""
+    """Serve's per-replica cap on concurrent requests.
+
+    Args:
+        cfg: the serve configuration.
+
+    Returns:
+        At least ``2 * max_batch_size`` and 8, so the cap never starves a batch.
+    """
     return max(2 * cfg.max_batch_size, 8)
 
 
@@ -100,6 +114,9 @@ def serve_ray(cfg: ServeConfig) -> None:
 
     Joins the cluster named by ``RAY_ADDRESS`` when set, else starts a local one. Serve's HTTP
     proxy listens on ``cfg.host:cfg.port`` with route prefix ``/``.
+
+    Args:
+        cfg: models, limits, address, ``replicas`` and ``replica_cpus``.
 
     Raises:
         ImportError: Ray Serve is not installed.
