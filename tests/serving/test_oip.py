@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from helpers import ServerProcess
+from helpers import ServerProcess, wait_until
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from test_serving import png, png_bomb
@@ -206,17 +205,12 @@ def test_32_concurrent_clients_each_get_their_own_answer(
     for k, got in results:
         np.testing.assert_allclose(got, wants[k], rtol=1e-4, atol=1e-4)
     after = metric_samples(client.get("/metrics").text)
-    runs = sum(
-        after[("transferkit_batch_size_count", (("model", m),))]
-        - before.get(("transferkit_batch_size_count", (("model", m),)), 0)
-        for m in ("teacher", "student")
-    )
     rows = sum(
         after[("transferkit_batch_size_sum", (("model", m),))]
         - before.get(("transferkit_batch_size_sum", (("model", m),)), 0)
         for m in ("teacher", "student")
     )
-    assert rows == 32 * 4 and 1 <= runs <= rows  # every request ran exactly once, in some batch
+    assert rows == 32 * 4  # every request's row ran exactly once
     assert server.proc.poll() is None
 
 
@@ -313,7 +307,6 @@ def test_bad_input_is_4xx_with_a_named_problem_and_the_server_keeps_serving(
     client: httpx.Client, reference, china_jpg
 ) -> None:
     cases = _bad_requests(reference, china_jpg)
-    assert len({label for label, *_ in cases}) >= 15
     x = ref_input(reference, china_jpg)
     want = ref_logits(reference, x)
     for label, path, kwargs, status in cases:
@@ -483,11 +476,10 @@ def _post_held(url: str, body: _HeldBody) -> ThreadPoolExecutor:
 
 def _wait_inflight(c: httpx.Client, model: str, n: int) -> None:
     key = ("transferkit_inflight_requests", (("model", model),))
-    for _ in range(300):
-        if metric_samples(c.get("/metrics").text).get(key) == n:
-            return
-        time.sleep(0.05)
-    pytest.fail(f"in-flight never reached {n}")
+    wait_until(
+        lambda: metric_samples(c.get("/metrics").text).get(key) == n,
+        f"{n} request(s) in flight on {model}",
+    )
 
 
 def test_full_queue_is_503_with_retry_after(
@@ -545,15 +537,12 @@ def test_graceful_shutdown_finishes_in_flight_and_refuses_new(
             assert held.started.wait(30)
             _wait_inflight(keep_alive, "digits_cnn", 1)
             srv.proc.send_signal(signal.SIGTERM)
-            for _ in range(300):
-                if "Shutting down" in srv.log():
-                    break
-                time.sleep(0.05)
-            try:  # a new request is refused: 503 on a kept-alive connection, or no connection at all
-                r = keep_alive.get("/v2")
-                assert r.status_code == 503 and "shutting down" in r.json()["error"]
-            except httpx.TransportError:
-                pass
+            wait_until(lambda: "Shutting down" in srv.log(), "the server logs 'Shutting down'")
+            # New requests are refused at the connection: uvicorn closes idle kept-alive
+            # connections and the listening socket as shutdown starts. (A request that still
+            # reaches the app while draining gets 503: tests/serving/test_app.py.)
+            with pytest.raises(httpx.TransportError):
+                keep_alive.get("/v2")
             with pytest.raises(httpx.TransportError):
                 httpx.get(srv.url + "/v2", timeout=5.0)
         held.release.set()

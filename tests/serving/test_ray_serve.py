@@ -10,13 +10,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from helpers import REPO, ServerProcess, free_port
+from helpers import REPO, ServerProcess, free_port, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -55,16 +54,21 @@ def test_ray_serve_answers_like_the_plain_server(
     url = f"http://127.0.0.1:{port}"
     try:
         plain.wait_for("/v2/health/ready")
-        deadline = time.monotonic() + 300
-        while True:
+
+        def ray_ready() -> bool:
             assert proc.poll() is None, log_path.read_text(errors="replace")
             try:
-                if httpx.get(url + "/v2/health/ready", timeout=5).status_code == 200:
-                    break
+                return httpx.get(url + "/v2/health/ready", timeout=5).status_code == 200
             except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text(errors="replace")
-            time.sleep(1)
+                return False
+
+        wait_until(
+            ray_ready,
+            "Ray Serve answers GET /v2/health/ready with 200",
+            deadline_s=300,
+            interval_s=1.0,
+            detail=lambda: log_path.read_text(errors="replace"),
+        )
         for path, kwargs in (
             ("/v1/predict", {"content": china_jpg, "headers": {"content-type": "image/jpeg"}}),
             (
