@@ -25,6 +25,7 @@ from transferkit.imaging import ImageTooLargeError, decode_image, preprocess
 from transferkit.metadata import ModelMetadata
 from transferkit.metrics import softmax
 from transferkit.serving.filetype import EXPORT_HINT, not_onnx_reason
+from transferkit.serving.limits import DEFAULT_MAX_IMAGE_PIXELS
 from transferkit.serving.providers import default_providers, gpu_present, resolve_threads
 
 __all__ = [
@@ -112,7 +113,7 @@ class OnnxClassifier:
         version: str = "1",
         intra_op_threads: int = 0,
         providers: Sequence[str] | None = None,
-        max_image_pixels: int = 50_000_000,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         self.path = Path(path)
         self.name = name or self.path.stem
