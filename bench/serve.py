@@ -1,7 +1,7 @@
 """Serving benchmark: closed-loop clients on loopback against three set-ups (issue 6).
 
     (a) ``in-process``: ``OnnxClassifier`` in this process, decode + preprocess + ORT run, no HTTP;
-    (b) ``server, batching off``: ``python -m transferkit.serving.server --max-batch-size 1``;
+    (b) ``server, batching off``: ``transferkit serve --max-batch-size 1``;
     (c) ``server, batching on``: the same with ``--max-batch-size B --max-queue-delay-ms D``.
 
 Each client sends one encoded image (a real UCI digit as PNG), waits for the answer, repeats, for
@@ -107,7 +107,8 @@ class _Server:
             [
                 sys.executable,
                 "-m",
-                "transferkit.serving.server",
+                "transferkit.cli",
+                "serve",
                 str(model),
                 "--port",
                 str(self.port),
@@ -119,8 +120,6 @@ class _Server:
                 str(delay_ms),
                 "--max-queue-size",
                 "4096",
-                "--log-level",
-                "warning",
             ],
             cwd=REPO,
             env=env,

@@ -353,7 +353,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server_url(serving_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``python -m transferkit.serving.server MODEL`` on a free loopback port (as tests/serving)."""
+    """``transferkit serve MODEL`` on a free loopback port (as tests/serving)."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp("eval_server") / "server.log"
@@ -363,14 +363,13 @@ def server_url(serving_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> 
             [
                 sys.executable,
                 "-m",
-                "transferkit.serving.server",
+                "transferkit.cli",
+                "serve",
                 str(serving_onnx),
                 "--port",
                 str(port),
                 "--threads",
                 "1",
-                "--log-level",
-                "warning",
             ],
             cwd=REPO,
             env=env,

@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,9 +19,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from helpers import ServerProcess, wait_until
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
-from test_serving import Server, png, png_bomb
+from test_serving import png, png_bomb
 
 from transferkit.imaging import decode_image, preprocess
 
@@ -50,14 +50,14 @@ def model_files(serving_onnx: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="module")
 def server(
     model_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    srv = Server(
+) -> Iterator[ServerProcess]:
+    srv = ServerProcess(
         model_files["teacher"],
         tmp_path_factory.mktemp("oip_server") / "server.log",
         "--repository",
         str(model_files["repo"]),
-        "--max-body-bytes",
-        str(MAX_BODY),
+        "--max-body-mb",
+        str(MAX_BODY / 2**20),
         "--max-image-pixels",
         str(MAX_PIXELS),
         "--threads",
@@ -66,8 +66,6 @@ def server(
         "8",
         "--max-queue-delay-ms",
         "5",
-        "--log-level",
-        "warning",
     )
     try:
         srv.wait_for("/v2/health/ready")
@@ -180,7 +178,7 @@ def test_infer_batch_and_nested_data(client: httpx.Client, reference, digit_pngs
 
 
 def test_32_concurrent_clients_each_get_their_own_answer(
-    client: httpx.Client, server: Server, reference, digit_pngs, china_jpg
+    client: httpx.Client, server: ServerProcess, reference, digit_pngs, china_jpg
 ) -> None:
     images = [china_jpg, *digit_pngs]
     inputs = [ref_input(reference, d) for d in images]
@@ -207,17 +205,12 @@ def test_32_concurrent_clients_each_get_their_own_answer(
     for k, got in results:
         np.testing.assert_allclose(got, wants[k], rtol=1e-4, atol=1e-4)
     after = metric_samples(client.get("/metrics").text)
-    runs = sum(
-        after[("transferkit_batch_size_count", (("model", m),))]
-        - before.get(("transferkit_batch_size_count", (("model", m),)), 0)
-        for m in ("teacher", "student")
-    )
     rows = sum(
         after[("transferkit_batch_size_sum", (("model", m),))]
         - before.get(("transferkit_batch_size_sum", (("model", m),)), 0)
         for m in ("teacher", "student")
     )
-    assert rows == 32 * 4 and 1 <= runs <= rows  # every request ran exactly once, in some batch
+    assert rows == 32 * 4  # every request's row ran exactly once
     assert server.proc.poll() is None
 
 
@@ -314,7 +307,6 @@ def test_bad_input_is_4xx_with_a_named_problem_and_the_server_keeps_serving(
     client: httpx.Client, reference, china_jpg
 ) -> None:
     cases = _bad_requests(reference, china_jpg)
-    assert len({label for label, *_ in cases}) >= 15
     x = ref_input(reference, china_jpg)
     want = ref_logits(reference, x)
     for label, path, kwargs, status in cases:
@@ -426,12 +418,7 @@ def test_batcher_combines_waiting_requests_and_splits_results() -> None:
 def test_api_key_guards_everything_but_health(
     serving_onnx: Path, tmp_path: Path, china_jpg: bytes
 ) -> None:
-    env_key = {"TRANSFERKIT_API_KEY": API_KEY}
-    os.environ.update(env_key)
-    try:
-        srv = Server(serving_onnx, tmp_path / "server.log", "--log-level", "warning")
-    finally:
-        os.environ.pop("TRANSFERKIT_API_KEY")
+    srv = ServerProcess(serving_onnx, tmp_path / "server.log", env={"TRANSFERKIT_API_KEY": API_KEY})
     try:
         srv.wait_for("/v2/health/ready")
         with httpx.Client(base_url=srv.url, timeout=30.0) as c:
@@ -489,19 +476,16 @@ def _post_held(url: str, body: _HeldBody) -> ThreadPoolExecutor:
 
 def _wait_inflight(c: httpx.Client, model: str, n: int) -> None:
     key = ("transferkit_inflight_requests", (("model", model),))
-    for _ in range(300):
-        if metric_samples(c.get("/metrics").text).get(key) == n:
-            return
-        time.sleep(0.05)
-    pytest.fail(f"in-flight never reached {n}")
+    wait_until(
+        lambda: metric_samples(c.get("/metrics").text).get(key) == n,
+        f"{n} request(s) in flight on {model}",
+    )
 
 
 def test_full_queue_is_503_with_retry_after(
     serving_onnx: Path, tmp_path: Path, china_jpg: bytes, reference
 ) -> None:
-    srv = Server(
-        serving_onnx, tmp_path / "server.log", "--max-queue-size", "1", "--log-level", "warning"
-    )
+    srv = ServerProcess(serving_onnx, tmp_path / "server.log", "--max-queue-size", "1")
     try:
         srv.wait_for("/v2/health/ready")
         held = _HeldBody(china_jpg)
@@ -543,9 +527,7 @@ def test_full_queue_is_503_with_retry_after(
 def test_graceful_shutdown_finishes_in_flight_and_refuses_new(
     serving_onnx: Path, tmp_path: Path, china_jpg: bytes, reference
 ) -> None:
-    srv = Server(
-        serving_onnx, tmp_path / "server.log", "--log-level", "info", "--graceful-timeout", "60"
-    )
+    srv = ServerProcess(serving_onnx, tmp_path / "server.log", "--graceful-timeout", "60")
     try:
         srv.wait_for("/v2/health/ready")
         held = _HeldBody(china_jpg)
@@ -555,15 +537,12 @@ def test_graceful_shutdown_finishes_in_flight_and_refuses_new(
             assert held.started.wait(30)
             _wait_inflight(keep_alive, "digits_cnn", 1)
             srv.proc.send_signal(signal.SIGTERM)
-            for _ in range(300):
-                if "Shutting down" in srv.log():
-                    break
-                time.sleep(0.05)
-            try:  # a new request is refused: 503 on a kept-alive connection, or no connection at all
-                r = keep_alive.get("/v2")
-                assert r.status_code == 503 and "shutting down" in r.json()["error"]
-            except httpx.TransportError:
-                pass
+            wait_until(lambda: "Shutting down" in srv.log(), "the server logs 'Shutting down'")
+            # New requests are refused at the connection: uvicorn closes idle kept-alive
+            # connections and the listening socket as shutdown starts. (A request that still
+            # reaches the app while draining gets 503: tests/serving/test_app.py.)
+            with pytest.raises(httpx.TransportError):
+                keep_alive.get("/v2")
             with pytest.raises(httpx.TransportError):
                 httpx.get(srv.url + "/v2", timeout=5.0)
         held.release.set()
@@ -575,9 +554,13 @@ def test_graceful_shutdown_finishes_in_flight_and_refuses_new(
             atol=1e-4,
         )
         pool.shutdown()
-        assert srv.proc.wait(60) in (0, -signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the captured SIGTERM (exit status -15);
+        # a server that ignored the signal would be killed (-9) by stop()
+        assert srv.proc.wait(60) in (0, -signal.SIGTERM), srv.log()
     finally:
         srv.stop()
+    assert "Finished server process" in srv.log()
+    assert "RuntimeWarning" not in srv.log()
 
 
 # -- configuration, repository, CLI ------------------------------------------------------------------

@@ -10,13 +10,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from test_serving import REPO, Server, _free_port
+from helpers import REPO, ServerProcess, free_port, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -25,7 +24,7 @@ def test_ray_serve_answers_like_the_plain_server(
     ray_cluster, serving_onnx: Path, tmp_path: Path, china_jpg: bytes
 ) -> None:
     pytest.importorskip("ray.serve")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
     log_path = tmp_path / "ray_serve.log"
     with open(log_path, "wb") as log:
@@ -51,20 +50,25 @@ def test_ray_serve_answers_like_the_plain_server(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    plain = Server(serving_onnx, tmp_path / "plain.log", "--log-level", "warning")
+    plain = ServerProcess(serving_onnx, tmp_path / "plain.log")
     url = f"http://127.0.0.1:{port}"
     try:
         plain.wait_for("/v2/health/ready")
-        deadline = time.monotonic() + 300
-        while True:
+
+        def ray_ready() -> bool:
             assert proc.poll() is None, log_path.read_text(errors="replace")
             try:
-                if httpx.get(url + "/v2/health/ready", timeout=5).status_code == 200:
-                    break
+                return httpx.get(url + "/v2/health/ready", timeout=5).status_code == 200
             except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text(errors="replace")
-            time.sleep(1)
+                return False
+
+        wait_until(
+            ray_ready,
+            "Ray Serve answers GET /v2/health/ready with 200",
+            deadline_s=300,
+            interval_s=1.0,
+            detail=lambda: log_path.read_text(errors="replace"),
+        )
         for path, kwargs in (
             ("/v1/predict", {"content": china_jpg, "headers": {"content-type": "image/jpeg"}}),
             (

@@ -1,4 +1,4 @@
-"""Serving tests against a real uvicorn server on loopback, over real HTTP (httpx).
+"""Serving tests against a real ``transferkit serve`` on loopback, over real HTTP (httpx).
 
 Expected answers are computed independently in-process: a plain ``onnxruntime.InferenceSession``
 on ``transferkit.imaging.preprocess`` of the same bytes.
@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import io
 import os
-import signal
-import socket
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,12 +20,12 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
+from helpers import REPO, ServerProcess
 from PIL import Image
 
 from transferkit.imaging import decode_image, preprocess
 from transferkit.metadata import ModelMetadata
 
-REPO = Path(__file__).resolve().parents[2]
 MAX_BODY = 1024 * 1024
 MAX_PIXELS = 1_000_000
 DEFAULT_TOP_K = 5
@@ -37,82 +34,19 @@ DEFAULT_TOP_K = 5
 # -- a real server in a subprocess -----------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``python -m transferkit.serving.server`` on a free loopback port; output goes to a log file."""
-
-    def __init__(self, model: Path, log_path: Path, *extra: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-        }
-        cmd = [
-            sys.executable,
-            "-m",
-            "transferkit.serving.server",
-            str(model),
-            "--port",
-            str(self.port),
-            *extra,
-        ]
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for(self, path: str, status: int = 200, deadline_s: float = 30.0) -> None:
-        """Poll ``path`` until it answers ``status``; fail with the server log if it never does."""
-        end = time.monotonic() + deadline_s
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                pytest.fail(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(self.url + path, timeout=2.0).status_code == status:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"{path} did not answer {status} within {deadline_s} s:\n{self.log()}")
-
-    def stop(self, timeout_s: float = 15.0) -> int:
-        """SIGTERM (uvicorn's graceful shutdown); the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-
 @pytest.fixture(scope="module")
-def server(serving_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(
+def server(serving_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    srv = ServerProcess(
         serving_onnx,
         tmp_path_factory.mktemp("server") / "server.log",
-        "--max-body-bytes",
-        str(MAX_BODY),
+        "--max-body-mb",
+        str(MAX_BODY / 2**20),
         "--max-image-pixels",
         str(MAX_PIXELS),
         "--top-k",
         str(DEFAULT_TOP_K),
         "--threads",
         "1",
-        "--log-level",
-        "warning",
     )
     try:
         srv.wait_for("/v2/health/ready")
@@ -182,23 +116,41 @@ def test_import_is_light() -> None:
     assert out.returncode == 0, out.stderr
 
 
-def test_preprocess_equals_imaging(
-    serving_onnx: Path, digit_pngs: list[bytes], china_jpg: bytes
-) -> None:
+def test_preprocess_gives_the_models_normalised_input(serving_onnx: Path) -> None:
+    """Constant images of any size and mode come out as ``(value - mean) / std`` per channel,
+    in the model's [3, 32, 32], red in channel 0."""
     from transferkit.serving import OnnxClassifier
 
     clf = OnnxClassifier(serving_onnx, intra_op_threads=1)
-    for data in (china_jpg, digit_pngs[0]):
-        img = decode_image(data)
+    mean = np.asarray(clf.preprocessing.mean, dtype=np.float32)
+    std = np.asarray(clf.preprocessing.std, dtype=np.float32)
+    cases = [
+        (Image.new("RGB", (50, 40), (255, 255, 255)), [1.0, 1.0, 1.0]),
+        (Image.new("L", (7, 90), 0), [0.0, 0.0, 0.0]),  # grey: one value on every channel
+        (Image.new("L", (64, 64), 51), [0.2, 0.2, 0.2]),
+        (Image.new("RGBA", (33, 31), (255, 0, 0, 255)), [1.0, 0.0, 0.0]),
+        (Image.new("RGB", (320, 32), (0, 51, 255)), [0.0, 0.2, 1.0]),
+    ]
+    for img, rgb in cases:
         x = clf.preprocess(img)
-        assert x.dtype == np.float32 and x.shape == (3, 32, 32)
-        np.testing.assert_array_equal(x, preprocess(img, clf.metadata.preprocessing))
+        assert x.dtype == np.float32 and x.shape == (3, 32, 32), (img.mode, img.size)
+        want = (np.asarray(rgb, dtype=np.float32) - mean) / std
+        np.testing.assert_allclose(x, np.broadcast_to(want[:, None, None], x.shape), atol=1e-5)
 
 
 def test_health(client: httpx.Client) -> None:
     assert client.get("/v2/health/live").status_code == 200
     r = client.get("/v2/health/ready")
     assert r.status_code == 200 and r.json()["ready"] is True
+
+
+def test_start_up_log_gives_urls_that_answer(server: ServerProcess, china_jpg: bytes) -> None:
+    log = server.log()
+    assert "{name}" not in log, log
+    infer = f"{server.url}/v2/models/digits_cnn/infer"
+    assert infer in log and f"{server.url}/v1/predict" in log, log
+    r = httpx.post(infer, content=china_jpg, headers={"content-type": "image/jpeg"}, timeout=30)
+    assert r.status_code == 200, r.text
 
 
 def test_model_metadata(client: httpx.Client, serving_onnx: Path) -> None:
@@ -389,7 +341,7 @@ def test_unknown_route_is_json_404(client: httpx.Client) -> None:
 
 
 def test_concurrent_requests_agree(
-    client: httpx.Client, server: Server, digit_pngs: list[bytes]
+    client: httpx.Client, server: ServerProcess, digit_pngs: list[bytes]
 ) -> None:
     def predict(data: bytes) -> list[dict]:
         r = client.post("/v1/predict", content=data, headers={"content-type": "image/png"})
@@ -404,56 +356,16 @@ def test_concurrent_requests_agree(
     assert server.proc.poll() is None
 
 
-def test_lazy_server_not_ready_when_model_fails_and_sigterm_is_graceful(
-    tmp_path: Path, china_jpg: bytes
-) -> None:
-    bad = tmp_path / "broken.onnx"
-    bad.write_text("this is not an ONNX file")
-    srv = Server(bad, tmp_path / "server.log", "--lazy", "--log-level", "info")
-    try:
-        srv.wait_for("/v2/health/live")
-        srv.wait_for("/v2/health/ready", status=503)
-        r = httpx.get(srv.url + "/v2/health/ready", timeout=10)
-        assert "failed to load" in r.json()["error"]
-        r = httpx.post(
-            srv.url + "/v1/predict",
-            content=china_jpg,
-            headers={"content-type": "image/jpeg"},
-            timeout=10,
-        )
-        assert r.status_code == 503 and "error" in r.json()
-        assert httpx.get(srv.url + "/v1/model", timeout=10).status_code == 503
-    finally:
-        code = srv.stop()
-    # uvicorn shuts down gracefully, then re-raises the captured SIGTERM (exit status -15);
-    # a server that ignored the signal would have been killed (-9) by stop().
-    assert code in (0, -signal.SIGTERM), srv.log()
-    assert "Finished server process" in srv.log()
-    assert "RuntimeWarning" not in srv.log()
-
-
 def test_eager_server_refuses_file_without_metadata(tmp_path: Path, serving_onnx: Path) -> None:
     import onnx
+    from typer.testing import CliRunner
+
+    from transferkit.cli import app
 
     proto = onnx.load(str(serving_onnx))
     del proto.metadata_props[:]
     plain = tmp_path / "plain.onnx"
     onnx.save(proto, str(plain))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "transferkit.serving.server",
-            str(plain),
-            "--port",
-            str(_free_port()),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 2
-    assert "transferkit metadata" in out.stderr
+    r = CliRunner().invoke(app, ["serve", str(plain), "--port", "0"])
+    assert r.exit_code == 2, r.output
+    assert "transferkit metadata" in r.output

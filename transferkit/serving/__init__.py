@@ -1,27 +1,33 @@
 """Serve an exported ONNX classifier over HTTP with ONNX Runtime.
 
-Light by design: importing this package pulls in onnxruntime, numpy, Pillow and the HTTP stack
-(FastAPI, uvicorn), never torch or ray. A serving install needs only the ``.onnx`` file.
+Light by design: this package pulls in onnxruntime, numpy, Pillow and the HTTP stack (FastAPI,
+uvicorn), never torch or ray. A serving install needs only the ``.onnx`` file.
+
+Layers, each importing only the ones before it: :mod:`.model` (one ONNX Runtime session),
+:mod:`.batching`, :mod:`.runtime` (models, lifecycle, admission; no HTTP library), then the HTTP
+layer (:mod:`.bodies`, :mod:`.http_errors`, :mod:`.gate`, :mod:`.app`) and :mod:`.server`
+(uvicorn). The names below resolve lazily (PEP 562), so ``transferkit predict`` and the runtime
+never import the HTTP stack.
 
 Example:
-    >>> from transferkit.serving import serve
-    >>> serve("model.onnx", port=8000)  # doctest: +SKIP
-
-``serve`` is resolved lazily (PEP 562) so ``python -m transferkit.serving.server`` does not find
-its own module already imported by the package.
+    >>> from transferkit.serving import ServingLimits, serve
+    >>> serve("model.onnx", port=8000, limits=ServingLimits(max_batch_size=16))  # doctest: +SKIP
 """
 
+from importlib import import_module
 from typing import Any
 
-from transferkit.serving.app import create_app
-from transferkit.serving.model import OnnxClassifier
+__all__ = ["OnnxClassifier", "ServingLimits", "create_app", "serve"]
 
-__all__ = ["OnnxClassifier", "create_app", "serve"]
+_HOME = {
+    "OnnxClassifier": "transferkit.serving.model",
+    "ServingLimits": "transferkit.serving.limits",
+    "create_app": "transferkit.serving.app",
+    "serve": "transferkit.serving.server",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "serve":
-        from transferkit.serving.server import serve
-
-        return serve
+    if name in _HOME:
+        return getattr(import_module(_HOME[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

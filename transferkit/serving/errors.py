@@ -1,18 +1,14 @@
-"""The serving errors and the one table that maps every error to an HTTP status.
+"""The serving errors: what the runtime and the HTTP layer raise, free of any HTTP library.
 
-After KServe's ``errors.py``: bad input is 400/413/415/422, an unknown model or version 404, a
-missing or wrong API key 401, a full queue, a model that is not ready or a server that is
-shutting down 503. The Open Inference Protocol v2 REST spec (KServe,
-https://kserve.github.io/website/docs/concepts/architecture/data-plane/v2-protocol, "HTTP/REST")
-answers every failure with a JSON object ``{"error": "<message>"}``; so does this server.
+After KServe's ``errors.py``. Each type has one HTTP status in the HTTP layer's table
+(:data:`transferkit.serving.http_errors.ERROR_STATUS`): bad input is 400/413/415/422, an unknown
+model or version 404, a missing or wrong API key 401, a full queue, a model that is not ready or a
+server that is shutting down 503.
 """
 
 from __future__ import annotations
 
-from fastapi.exceptions import RequestValidationError
-
 from transferkit.errors import TransferkitError
-from transferkit.imaging import ImageDecodeError, ImageTooLargeError
 
 __all__ = [
     "ServingError",
@@ -25,13 +21,12 @@ __all__ = [
     "ModelNotReadyError",
     "QueueFullError",
     "ShuttingDownError",
-    "ERROR_STATUS",
-    "status_for",
+    "PortInUseError",
 ]
 
 
 class ServingError(TransferkitError):
-    """Base of the errors the HTTP layer raises; the status comes from :data:`ERROR_STATUS`."""
+    """Base of the serving errors; each has its HTTP status in the HTTP layer's one table."""
 
 
 class InvalidInputError(ServingError, ValueError):
@@ -70,26 +65,5 @@ class ShuttingDownError(ServingError):
     """The server is draining for shutdown and takes no new requests."""
 
 
-#: Exception type -> HTTP status; the most specific type in the exception's MRO wins.
-ERROR_STATUS: dict[type[BaseException], int] = {
-    InvalidInputError: 400,
-    InvalidTensorError: 400,
-    ImageDecodeError: 400,
-    UnauthorizedError: 401,
-    UnknownModelError: 404,
-    PayloadTooLargeError: 413,
-    UnsupportedMediaTypeError: 415,
-    ImageTooLargeError: 422,
-    RequestValidationError: 422,
-    ModelNotReadyError: 503,
-    QueueFullError: 503,
-    ShuttingDownError: 503,
-}
-
-
-def status_for(exc: BaseException) -> int:
-    """HTTP status for ``exc`` from :data:`ERROR_STATUS` (500 when no entry matches)."""
-    for cls in type(exc).__mro__:
-        if cls in ERROR_STATUS:
-            return ERROR_STATUS[cls]
-    return 500
+class PortInUseError(ServingError):
+    """The server's TCP port is taken by another process (a user mistake: pick another port)."""

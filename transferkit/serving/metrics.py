@@ -88,7 +88,13 @@ class ServerMetrics:
         )
 
     def observe_request(self, model: str, code: int, seconds: float) -> None:
-        """Count one answered request."""
+        """Count one answered request.
+
+        Args:
+            model: the model's name ("" for routes that name none).
+            code: the HTTP status.
+            seconds: time from request received to response sent.
+        """
         label = str(code)
         self.requests.labels(model, label).inc()
         if code >= 400:
@@ -96,12 +102,22 @@ class ServerMetrics:
         self.latency.labels(model).observe(seconds)
 
     def observe_batch(self, model: str, rows: int, queue_times_s: list[float]) -> None:
-        """Record one ORT run of ``rows`` rows and how long each of its requests queued."""
+        """Record one ORT run and how long each of its requests queued.
+
+        Args:
+            model: the model's name.
+            rows: rows in the run.
+            queue_times_s: per request of the batch, seconds from queued to the run's start.
+        """
         self.batch_size.labels(model).observe(rows)
         h = self.queue_time.labels(model)
         for t in queue_times_s:
             h.observe(max(0.0, t))
 
     def render(self) -> bytes:
-        """The registry in Prometheus' text exposition format."""
+        """The registry in Prometheus' text exposition format.
+
+        Returns:
+            The page, UTF-8.
+        """
         return generate_latest(self.registry)

@@ -8,10 +8,8 @@ onnxruntime, numpy and Pillow.
 
 from __future__ import annotations
 
-import ctypes
 import io
 import logging
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,12 +17,16 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf
 from PIL import Image
 
 from transferkit.errors import TransferkitError
 from transferkit.imaging import ImageTooLargeError, decode_image, preprocess
 from transferkit.metadata import ModelMetadata
 from transferkit.metrics import softmax
+from transferkit.serving.filetype import EXPORT_HINT, not_onnx_reason
+from transferkit.serving.limits import DEFAULT_MAX_IMAGE_PIXELS
+from transferkit.serving.providers import default_providers, gpu_present, resolve_threads
 
 __all__ = [
     "OnnxClassifier",
@@ -37,74 +39,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_MAX_AUTO_THREADS = 4
 _ORT_DTYPES = {"tensor(float)": "FP32"}
 
 
 class ModelLoadError(TransferkitError, RuntimeError):
     """The ONNX file cannot be served: unreadable, or graph and metadata disagree."""
-
-
-def gpu_present() -> bool:
-    """Whether the CUDA driver sees at least one GPU (asked through ``libcuda``; no torch).
-
-    Returns:
-        True when ``cuInit`` succeeds and ``cuDeviceGetCount`` reports one or more devices.
-    """
-    try:
-        cuda = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return False
-    count = ctypes.c_int(0)
-    try:
-        return (
-            cuda.cuInit(0) == 0
-            and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0
-            and count.value > 0
-        )
-    except (AttributeError, OSError):
-        return False
-
-
-def default_providers() -> list[str]:
-    """ORT execution providers to ask for: CUDA first only when built in *and* a GPU is present.
-
-    Asking for CUDA on a machine without a GPU logs an error before falling back, so the CPU
-    provider alone is requested there.
-    """
-    if "CUDAExecutionProvider" in ort.get_available_providers() and gpu_present():
-        if hasattr(ort, "preload_dlls"):  # CUDA/cuDNN from the nvidia-* wheels, without torch
-            try:
-                ort.preload_dlls()
-            except Exception as exc:  # noqa: BLE001 - best effort; ORT reports what is missing
-                log.warning("onnxruntime.preload_dlls failed: %s", exc)
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (affinity-aware where the OS tells)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
-
-
-def resolve_threads(requested: int) -> int:
-    """ORT intra-op threads: ``0`` = ``min(available CPUs, 4)``; never more than the CPUs.
-
-    Raises:
-        ValueError: ``requested`` is negative.
-    """
-    if requested < 0:
-        raise ValueError(f"intra_op_threads must be >= 0 (0 = automatic); got {requested}")
-    cpus = available_cpus()
-    if requested == 0:
-        return min(cpus, _MAX_AUTO_THREADS)
-    if requested > cpus:
-        log.warning(
-            "intra_op_threads=%d exceeds the %d available CPUs; using %d", requested, cpus, cpus
-        )
-    return min(requested, cpus)
 
 
 def check_pixels(data: bytes, max_pixels: int) -> None:
@@ -113,6 +52,10 @@ def check_pixels(data: bytes, max_pixels: int) -> None:
     Only the header is read. Undecodable data passes through, for ``decode_image`` to report.
     Pillow's own bomb guard (``Image.MAX_IMAGE_PIXELS``) also applies, so the effective limit is
     the smaller of the two.
+
+    Args:
+        data: the encoded image.
+        max_pixels: the most pixels (width x height) accepted.
 
     Raises:
         ImageTooLargeError: width x height exceeds ``max_pixels`` or Pillow's bomb limit.
@@ -154,7 +97,8 @@ class OnnxClassifier:
         max_image_pixels: images declaring more pixels are refused (:class:`ImageTooLargeError`).
 
     Raises:
-        ModelLoadError: the file is missing or not a loadable ONNX model, its input is not
+        ModelLoadError: the file is missing, of another kind (a PyTorch checkpoint, a PDF: the
+            message names the fix) or not a loadable ONNX model, its input is not
             float32 ``[N, C, H, W]`` matching the preprocessing, or the output width differs from
             the class count.
         transferkit.metadata.MetadataError: the file carries no (or malformed) transferkit
@@ -169,7 +113,7 @@ class OnnxClassifier:
         version: str = "1",
         intra_op_threads: int = 0,
         providers: Sequence[str] | None = None,
-        max_image_pixels: int = 50_000_000,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         self.path = Path(path)
         self.name = name or self.path.stem
@@ -197,12 +141,19 @@ class OnnxClassifier:
     def _open(self, providers: list[str]) -> ort.InferenceSession:
         if not self.path.is_file():
             raise ModelLoadError(f"ONNX file not found: {self.path}")
+        reason = not_onnx_reason(self.path)
+        if reason is not None:
+            raise ModelLoadError(reason)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.intra_op_threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         try:
             return ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
+        except InvalidProtobuf as exc:
+            raise ModelLoadError(
+                f"{self.path.name} is not an ONNX model (it does not parse as one): {EXPORT_HINT}"
+            ) from exc
         except Exception as exc:  # ORT raises its own (non-exported) exception types
             raise ModelLoadError(f"cannot load ONNX model {self.path}: {exc}") from exc
 
@@ -353,8 +304,15 @@ class OnnxClassifier:
         return self.postprocess(logits[0], top_k)
 
     def tensor_spec(self, which: str) -> dict[str, Any]:
-        """``{"name", "datatype", "shape"}`` of the graph input (``"input"``) or output
-        (``"output"``), OIP v2 style: datatype ``FP32``, symbolic dimensions (the batch) as -1."""
+        """The graph's input or output tensor, OIP v2 style.
+
+        Args:
+            which: ``"input"`` or ``"output"``.
+
+        Returns:
+            ``{"name", "datatype", "shape"}``: datatype ``FP32``, symbolic dimensions (the batch)
+            as -1.
+        """
         if which == "input":
             node = self._node(self.input_name, self.session.get_inputs())
         else:
@@ -367,8 +325,6 @@ class OnnxClassifier:
 
     def metadata_dict(self) -> dict[str, Any]:
         """JSON-ready description for ``GET /v1/model``; symbolic dimensions are -1."""
-        inp = self._node(self.input_name, self.session.get_inputs())
-        out = self._node(self.output_name, self.session.get_outputs())
         return {
             "name": self.name,
             "version": self.version,
@@ -376,16 +332,8 @@ class OnnxClassifier:
             "class_names": self.class_names,
             "num_classes": self.num_classes,
             "preprocessing": self.preprocessing.model_dump(mode="json"),
-            "input": {
-                "name": inp.name,
-                "shape": _shape(inp.shape),
-                "datatype": _ORT_DTYPES.get(inp.type, inp.type),
-            },
-            "output": {
-                "name": out.name,
-                "shape": _shape(out.shape),
-                "datatype": _ORT_DTYPES.get(out.type, out.type),
-            },
+            "input": self.tensor_spec("input"),
+            "output": self.tensor_spec("output"),
             "execution_providers": self.providers,
             "intra_op_threads": self.intra_op_threads,
             "source_run": self.metadata.source_run,

@@ -93,27 +93,39 @@ def parse_infer_request(
     if rid is not None and not isinstance(rid, str):
         raise InvalidInputError(f"'id' must be a string; got {type(rid).__name__}")
     spec = clf.tensor_spec("input")
-    inputs = payload.get("inputs")
+    t = _the_input(payload.get("inputs"), clf.name, spec)
+    shape = _checked_shape(t.get("shape"), spec, max_rows)
+    arr = _tensor_data(t.get("data"), shape)
+    _check_outputs(payload.get("outputs"), clf)
+    return np.ascontiguousarray(arr.reshape(shape)), rid
+
+
+def _the_input(inputs: Any, model: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The request's one input tensor object, its name and datatype those of the model."""
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInputError(
-            f"'inputs' must be a non-empty list of tensors; model {clf.name!r} takes {spec['name']!r}"
+            f"'inputs' must be a non-empty list of tensors; model {model!r} takes {spec['name']!r}"
         )
     if len(inputs) != 1:
         raise InvalidTensorError(
-            f"model {clf.name!r} takes 1 input ({spec['name']!r}); got {len(inputs)}"
+            f"model {model!r} takes 1 input ({spec['name']!r}); got {len(inputs)}"
         )
     t = inputs[0]
     if not isinstance(t, dict):
         raise InvalidInputError("each input must be an object with name, shape, datatype and data")
     if t.get("name") != spec["name"]:
         raise InvalidTensorError(
-            f"unknown input {t.get('name')!r}: model {clf.name!r} takes {spec['name']!r}"
+            f"unknown input {t.get('name')!r}: model {model!r} takes {spec['name']!r}"
         )
     if t.get("datatype") != spec["datatype"]:
         raise InvalidTensorError(
             f"input {spec['name']!r} has datatype {spec['datatype']}; got {t.get('datatype')!r}"
         )
-    shape = t.get("shape")
+    return t
+
+
+def _checked_shape(shape: Any, spec: dict[str, Any], max_rows: int) -> list[int]:
+    """The tensor's shape, checked against the model's (-1: any) and the row limit."""
     if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
         raise InvalidTensorError(
             f"input 'shape' must be a list of non-negative integers; got {shape!r}"
@@ -129,7 +141,11 @@ def parse_infer_request(
         )
     if not 1 <= shape[0] <= max_rows:
         raise InvalidTensorError(f"batch dimension must be 1..{max_rows}; got {shape[0]}")
-    data = t.get("data")
+    return shape
+
+
+def _tensor_data(data: Any, shape: list[int]) -> np.ndarray:
+    """The tensor's data (flat or nested) as float32, as many finite values as the shape holds."""
     if not isinstance(data, list):
         raise InvalidTensorError(
             f"input 'data' must be a list of numbers; got {type(data).__name__}"
@@ -145,23 +161,36 @@ def parse_infer_request(
         raise InvalidTensorError(f"input 'data' has {arr.size} values; shape {shape} needs {need}")
     if not np.isfinite(arr).all():
         raise InvalidTensorError("input 'data' holds NaN or infinite values")
-    outputs = payload.get("outputs")
-    if outputs is not None:
-        out_name = clf.tensor_spec("output")["name"]
-        if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
-            raise InvalidInputError("'outputs' must be a list of objects with a name")
-        for o in outputs:
-            if o.get("name") != out_name:
-                raise InvalidTensorError(
-                    f"unknown output {o.get('name')!r}: model {clf.name!r} has {out_name!r}"
-                )
-    return np.ascontiguousarray(arr.reshape(shape)), rid
+    return arr
+
+
+def _check_outputs(outputs: Any, clf: OnnxClassifier) -> None:
+    """Requested outputs, when given, name the model's one output."""
+    if outputs is None:
+        return
+    out_name = clf.tensor_spec("output")["name"]
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+        raise InvalidInputError("'outputs' must be a list of objects with a name")
+    for o in outputs:
+        if o.get("name") != out_name:
+            raise InvalidTensorError(
+                f"unknown output {o.get('name')!r}: model {clf.name!r} has {out_name!r}"
+            )
 
 
 def infer_response(
     clf: OnnxClassifier, logits: np.ndarray, request_id: str | None
 ) -> dict[str, Any]:
-    """The OIP v2 inference response for float32 logits ``[N, K]``."""
+    """The OIP v2 inference response.
+
+    Args:
+        clf: the model that ran.
+        logits: float32 ``[N, K]``.
+        request_id: the request's ``id``, echoed when given.
+
+    Returns:
+        JSON-ready ``{"model_name", "model_version", "id"?, "outputs"}``.
+    """
     body: dict[str, Any] = {"model_name": clf.name, "model_version": clf.version}
     if request_id is not None:
         body["id"] = request_id

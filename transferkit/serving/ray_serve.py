@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import replace
 from typing import Any
 
 from transferkit.config import ServeConfig
@@ -29,12 +30,26 @@ APP_NAME = "transferkit"
 
 
 def replica_threads(replica_cpus: float) -> int:
-    """ORT intra-op threads of a replica holding ``replica_cpus`` CPUs (at least 1)."""
+    """ORT intra-op threads of a replica.
+
+    Args:
+        replica_cpus: CPUs Ray reserves for the replica.
+
+    Returns:
+        Their whole number, at least 1.
+    """
     return max(1, int(math.floor(replica_cpus)))
 
 
 def max_ongoing_requests(cfg: ServeConfig) -> int:
-    """Serve's per-replica cap on concurrent requests: at least ``2 * max_batch_size`` and 8."""
+    """Serve's per-replica cap on concurrent requests.
+
+    Args:
+        cfg: the serve configuration.
+
+    Returns:
+        At least ``2 * max_batch_size`` and 8, so the cap never starves a batch.
+    """
     return max(2 * cfg.max_batch_size, 8)
 
 
@@ -71,26 +86,17 @@ def build_deployment(cfg: ServeConfig) -> Any:
 
         def __serve_build_asgi_app__(self) -> Any:
             from transferkit.serving.app import create_app
+            from transferkit.serving.limits import ServingLimits
             from transferkit.serving.model import OnnxClassifier
 
             c = ServeConfig.model_validate(self.spec["cfg"])
+            threads = self.spec["threads"]
             models = [
-                OnnxClassifier(
-                    path, name=name, version=version, intra_op_threads=self.spec["threads"]
-                )
+                OnnxClassifier(path, name=name, version=version, intra_op_threads=threads)
                 for name, version, path in self.spec["sources"]
             ]
-            return create_app(
-                models,
-                top_k=c.top_k,
-                max_body_bytes=int(c.max_body_mb * 1024 * 1024),
-                max_image_pixels=c.max_image_pixels,
-                intra_op_threads=self.spec["threads"],
-                max_batch_size=c.max_batch_size,
-                max_queue_delay_ms=c.max_queue_delay_ms,
-                max_queue_size=c.max_queue_size,
-                api_key=c.api_key,
-            )
+            limits = replace(ServingLimits.from_config(c), intra_op_threads=threads)
+            return create_app(models, limits=limits, api_key=c.api_key)
 
     ingress = serve.ingress()(TransferkitReplica)
     deployment = serve.deployment(
@@ -108,6 +114,9 @@ def serve_ray(cfg: ServeConfig) -> None:
 
     Joins the cluster named by ``RAY_ADDRESS`` when set, else starts a local one. Serve's HTTP
     proxy listens on ``cfg.host:cfg.port`` with route prefix ``/``.
+
+    Args:
+        cfg: models, limits, address, ``replicas`` and ``replica_cpus``.
 
     Raises:
         ImportError: Ray Serve is not installed.

@@ -47,6 +47,30 @@ def _check_name(name: str, what: str) -> None:
         )
 
 
+def _repository_models(repo: Path) -> list[ModelSource]:
+    """Every ``<name>/<version>/model.onnx`` of a Triton-style folder, by name then version."""
+    if not repo.is_dir():
+        raise FileNotFoundError(f"model repository not found (or not a folder): {repo}")
+    found: list[ModelSource] = []
+    for model_dir in sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        _check_name(model_dir.name, f"model folder {model_dir}:")
+        versions = sorted(
+            (
+                v
+                for v in model_dir.iterdir()
+                if v.is_dir() and v.name.isdigit() and (v / "model.onnx").is_file()
+            ),
+            key=lambda v: int(v.name),
+        )
+        if not versions:
+            raise ValueError(
+                f"model folder {model_dir} has no version: expected {model_dir}/<version>/model.onnx "
+                "with a numeric version (Triton's layout), e.g. 1/model.onnx"
+            )
+        found += [ModelSource(model_dir.name, v.name, v / "model.onnx") for v in versions]
+    return found
+
+
 def discover_models(
     files: Sequence[str | Path] = (), repository: str | Path | None = None, name: str | None = None
 ) -> list[ModelSource]:
@@ -77,27 +101,7 @@ def discover_models(
         _check_name(model_name, "model name")
         found.append(ModelSource(model_name, "1", path))
     if repository is not None:
-        repo = Path(repository)
-        if not repo.is_dir():
-            raise FileNotFoundError(f"model repository not found (or not a folder): {repo}")
-        for model_dir in sorted(
-            p for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".")
-        ):
-            _check_name(model_dir.name, f"model folder {model_dir}:")
-            versions = sorted(
-                (
-                    v
-                    for v in model_dir.iterdir()
-                    if v.is_dir() and v.name.isdigit() and (v / "model.onnx").is_file()
-                ),
-                key=lambda v: int(v.name),
-            )
-            if not versions:
-                raise ValueError(
-                    f"model folder {model_dir} has no version: expected {model_dir}/<version>/model.onnx "
-                    "with a numeric version (Triton's layout), e.g. 1/model.onnx"
-                )
-            found += [ModelSource(model_dir.name, v.name, v / "model.onnx") for v in versions]
+        found += _repository_models(Path(repository))
     if not found:
         raise ValueError(
             "no models to serve: give .onnx files or a repository with REPO/<name>/<version>/model.onnx"

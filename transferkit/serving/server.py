@@ -1,36 +1,34 @@
-"""Run the serving app with uvicorn in the foreground.
+"""Run the serving app with uvicorn in the foreground: ``transferkit serve`` or :func:`serve`.
 
-``python -m transferkit.serving.server A.onnx B.onnx --port 8000`` or :func:`serve` /
-:func:`serve_config` from Python. On SIGINT/SIGTERM the server drains: readiness turns 503, new
-requests (also on kept-alive connections) get 503 with ``Connection: close``, the listening socket
-closes, in-flight requests finish (up to ``graceful_timeout_s``), then the process returns.
+The port is bound before anything is announced or loaded, so a port in use fails at once with
+:class:`~transferkit.serving.errors.PortInUseError`. On SIGINT/SIGTERM the server drains:
+readiness turns 503, the listening socket and idle kept-alive connections close, a request that
+still reaches the app gets 503 with ``Connection: close``, in-flight requests finish (up to
+``graceful_timeout_s``), then the call returns.
 """
 
 from __future__ import annotations
 
-import argparse
+import errno
 import logging
 import os
-import sys
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
 import uvicorn
 
 from transferkit.config import ServeConfig
-from transferkit.metadata import MetadataError
-from transferkit.serving.app import (
-    DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_IMAGE_PIXELS,
-    ServingRuntime,
-    create_app,
-)
-from transferkit.serving.model import ModelLoadError, OnnxClassifier
+from transferkit.serving.app import create_app
+from transferkit.serving.errors import PortInUseError
+from transferkit.serving.limits import ServingLimits
+from transferkit.serving.model import OnnxClassifier
 from transferkit.serving.repository import ModelSource, discover_models
+from transferkit.serving.runtime import ServingRuntime
 
-__all__ = ["serve", "serve_config", "main", "API_KEY_ENV"]
+__all__ = ["serve", "serve_config", "bind_socket", "API_KEY_ENV"]
 
-log = logging.getLogger("transferkit.serving.server")  # not "__main__" under python -m
+log = logging.getLogger(__name__)
 
 #: Environment variable read for the API key when none is given.
 API_KEY_ENV = "TRANSFERKIT_API_KEY"
@@ -40,17 +38,64 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (not yet listening), as uvicorn would bind it.
+
+    Args:
+        host: an IPv4 or IPv6 address or a host name.
+        port: the TCP port; 0 picks a free one (read it from ``getsockname()``).
+
+    Returns:
+        The bound socket; pass it to ``uvicorn.Server.serve(sockets=[...])``.
+
+    Raises:
+        PortInUseError: another process holds the port.
+        OSError: any other failure to bind (e.g. an address this machine does not have).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError(
+                f"port {port} on {host} is already in use (another server is listening there): "
+                "stop it or pick another --port"
+            ) from exc
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
 class _DrainingServer(uvicorn.Server):
-    """uvicorn's server that marks the app as draining the moment shutdown starts, so requests
-    arriving on kept-alive connections are refused (503) while in-flight ones finish."""
+    """uvicorn's server that marks the runtime as draining the moment shutdown starts, so a
+    request that still reaches the app is refused (503) while in-flight ones finish."""
 
     def __init__(self, config: uvicorn.Config, runtime: ServingRuntime) -> None:
         super().__init__(config)
         self.runtime = runtime
 
-    async def shutdown(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Mark the runtime as draining, then shut down as uvicorn does."""
         self.runtime.draining = True
         await super().shutdown(sockets=sockets)
+
+
+def _announce(sources: Sequence[ModelSource], host: str, port: int) -> None:
+    base = _url(host, port)
+    for s in sources:
+        log.info("serving %s version %s at %s/v2/models/%s/infer", s.name, s.version, base, s.name)
+    log.info("/v1/predict at %s/v1/predict, readiness at %s/v2/health/ready", base, base)
+    log.info("Ctrl+C to stop")
+
+
+def _load(sources: Sequence[ModelSource], threads: int) -> list[OnnxClassifier]:
+    return [
+        OnnxClassifier(s.path, name=s.name, version=s.version, intra_op_threads=threads)
+        for s in sources
+    ]
 
 
 def serve(
@@ -60,13 +105,7 @@ def serve(
     *,
     repository: str | Path | None = None,
     name: str | None = None,
-    top_k: int = 5,
-    intra_op_threads: int = 0,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-    max_batch_size: int = 8,
-    max_queue_delay_ms: float = 2.0,
-    max_queue_size: int = 256,
+    limits: ServingLimits | None = None,
     api_key: str | None = None,
     eager: bool = True,
     log_level: str = "info",
@@ -79,77 +118,58 @@ def serve(
         model_path: one or several ``.onnx`` files exported by ``transferkit export``; each is
             served under its file stem.
         host: bind address (loopback by default; ``0.0.0.0`` exposes it).
-        port: TCP port.
+        port: TCP port (0 = a free one, logged).
         repository: a Triton-style folder ``REPO/<name>/<version>/model.onnx`` (added to the files).
         name: the model's name when exactly one file is given (default: the file stem).
-        top_k: default number of predictions per image on ``/v1/predict``.
-        intra_op_threads: ONNX Runtime intra-op threads per model (0 = automatic, capped at the CPUs).
-        max_body_bytes: request bodies above this get 413.
-        max_image_pixels: images above this many pixels get 422.
-        max_batch_size: dynamic batching: rows per ORT run (1 = off).
-        max_queue_delay_ms: longest wait for a batch to fill while requests are on their way.
-        max_queue_size: admitted requests per model beyond which the answer is 503 + Retry-After.
+        limits: body, image, threads, batching and queue limits (default: :class:`ServingLimits`).
         api_key: required on every route but health; None = the ``TRANSFERKIT_API_KEY``
             environment variable, if set.
-        eager: load (and warm) every model before binding the port, so a bad file fails here; when
-            False the server starts at once and ``/v2/health/ready`` answers 503 until loaded.
+        eager: load (and warm) every model before serving, so a bad file fails here; when False
+            the server starts at once and ``/v2/health/ready`` answers 503 until loaded.
         log_level: uvicorn's log level.
         access_log: uvicorn's per-request access log (costs latency; off by default).
         graceful_timeout_s: how long in-flight requests may finish after a shutdown signal.
 
     Raises:
+        PortInUseError: the port is taken (checked first, before any model loads).
         FileNotFoundError: a model file or the repository is missing.
         ValueError: nothing to serve, duplicate names, or a bad limit.
-        ModelLoadError: (eager) a file is unloadable or disagrees with its metadata.
+        ModelLoadError: (eager) a file is unloadable, not ONNX, or disagrees with its metadata.
         MetadataError: (eager) a file carries no transferkit metadata.
     """
-    files: list[str | Path]
-    if model_path is None:
-        files = []
-    elif isinstance(model_path, (str, Path)):
-        files = [model_path]
-    else:
-        files = list(model_path)
+    limits = limits or ServingLimits()
+    files = [model_path] if isinstance(model_path, (str, Path)) else list(model_path or [])
     sources = discover_models(files, repository, name)
-    models: list[ModelSource | OnnxClassifier] = list(sources)
-    if eager:
-        models = [
-            OnnxClassifier(
-                s.path, name=s.name, version=s.version, intra_op_threads=intra_op_threads
-            )
-            for s in sources
-        ]
-    app = create_app(
-        models,
-        top_k=top_k,
-        max_body_bytes=max_body_bytes,
-        max_image_pixels=max_image_pixels,
-        intra_op_threads=intra_op_threads,
-        max_batch_size=max_batch_size,
-        max_queue_delay_ms=max_queue_delay_ms,
-        max_queue_size=max_queue_size,
-        api_key=api_key if api_key is not None else (os.environ.get(API_KEY_ENV) or None),
-    )
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=access_log,
-        timeout_graceful_shutdown=graceful_timeout_s,
-    )
-    names = ", ".join(f"{s.name}:{s.version}" for s in sources)
-    log.info(
-        "serving %s at %s/v2/models/{name}/infer and /v1/predict (Ctrl+C to stop)",
-        names,
-        _url(host, port),
-    )
-    _DrainingServer(config, app.state.runtime).run()
+    sock = bind_socket(host, port)
+    try:
+        models = _load(sources, limits.intra_op_threads) if eager else sources
+        key = api_key if api_key is not None else (os.environ.get(API_KEY_ENV) or None)
+        app = create_app(models, limits=limits, api_key=key)
+        config = uvicorn.Config(
+            app,
+            log_level=log_level,
+            access_log=access_log,
+            timeout_graceful_shutdown=graceful_timeout_s,
+        )
+        _announce(sources, host, sock.getsockname()[1])
+        _DrainingServer(config, app.state.runtime).run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 def serve_config(cfg: ServeConfig, *, eager: bool = True, log_level: str = "info") -> None:
-    """:func:`serve` (or, with ``cfg.ray``, :func:`~transferkit.serving.ray_serve.serve_ray`) from a
-    validated :class:`~transferkit.config.ServeConfig` (blocking until interrupted)."""
+    """Serve a validated :class:`~transferkit.config.ServeConfig` (blocking until interrupted).
+
+    Args:
+        cfg: models, address and limits; with ``cfg.ray``, deployed by
+            :func:`~transferkit.serving.ray_serve.serve_ray` instead.
+        eager: as in :func:`serve`.
+        log_level: uvicorn's log level.
+
+    Raises:
+        PortInUseError, FileNotFoundError, ValueError, ModelLoadError, MetadataError: as
+            :func:`serve`.
+    """
     if cfg.ray:
         from transferkit.serving.ray_serve import serve_ray
 
@@ -161,89 +181,10 @@ def serve_config(cfg: ServeConfig, *, eager: bool = True, log_level: str = "info
         cfg.port,
         repository=cfg.repository,
         name=cfg.name,
-        top_k=cfg.top_k,
-        intra_op_threads=cfg.intra_op_threads,
-        max_body_bytes=int(cfg.max_body_mb * 1024 * 1024),
-        max_image_pixels=cfg.max_image_pixels,
-        max_batch_size=cfg.max_batch_size,
-        max_queue_delay_ms=cfg.max_queue_delay_ms,
-        max_queue_size=cfg.max_queue_size,
+        limits=ServingLimits.from_config(cfg),
         api_key=cfg.api_key,
         eager=eager,
         log_level=log_level,
         access_log=cfg.access_log,
         graceful_timeout_s=cfg.graceful_timeout_s,
     )
-
-
-def _parser() -> argparse.ArgumentParser:
-    d = ServeConfig.model_fields
-    p = argparse.ArgumentParser(
-        prog="python -m transferkit.serving.server", description=__doc__.splitlines()[0]
-    )
-    p.add_argument(
-        "models", type=Path, nargs="*", help=".onnx files (each served as its file stem)"
-    )
-    p.add_argument(
-        "--repository", default=None, help="Triton-style folder REPO/<name>/<version>/model.onnx"
-    )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--name", default=None)
-    p.add_argument("--top-k", type=int, default=d["top_k"].default)
-    p.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0 = automatic)")
-    p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
-    p.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS)
-    p.add_argument(
-        "--max-batch-size", type=int, default=d["max_batch_size"].default, help="1 = batching off"
-    )
-    p.add_argument("--max-queue-delay-ms", type=float, default=d["max_queue_delay_ms"].default)
-    p.add_argument("--max-queue-size", type=int, default=d["max_queue_size"].default)
-    p.add_argument(
-        "--api-key",
-        default=None,
-        help=f"required on all routes but health (default: ${API_KEY_ENV})",
-    )
-    p.add_argument("--graceful-timeout", type=float, default=d["graceful_timeout_s"].default)
-    p.add_argument("--access-log", action="store_true")
-    p.add_argument(
-        "--lazy", action="store_true", help="bind first, load the models in the background"
-    )
-    p.add_argument("--log-level", default="info")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry; returns the exit status (2 when a model cannot be loaded)."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s"
-    )
-    try:
-        serve(
-            args.models,
-            args.host,
-            args.port,
-            repository=args.repository,
-            name=args.name,
-            top_k=args.top_k,
-            intra_op_threads=args.threads,
-            max_body_bytes=args.max_body_bytes,
-            max_image_pixels=args.max_image_pixels,
-            max_batch_size=args.max_batch_size,
-            max_queue_delay_ms=args.max_queue_delay_ms,
-            max_queue_size=args.max_queue_size,
-            api_key=args.api_key,
-            eager=not args.lazy,
-            log_level=args.log_level,
-            access_log=args.access_log,
-            graceful_timeout_s=args.graceful_timeout,
-        )
-    except (ModelLoadError, MetadataError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
