@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from transferkit.data.folder import Sample
+from transferkit.filetype import not_onnx_reason
 from transferkit.imaging import ImageDecodeError, load_image, preprocess
 from transferkit.metadata import MetadataError, ModelMetadata
 from transferkit.metrics import classification_metrics, confusion_matrix
@@ -60,6 +61,9 @@ def open_model(path: str | Path, threads: int = 0) -> tuple[Any, ModelMetadata, 
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model {path}: file not found")
     threads = threads or min(4, os.cpu_count() or 1)
+    reason = not_onnx_reason(path)  # ORT's answer to any wrong file: "Protobuf parsing failed"
+    if reason is not None:
+        raise ValueError(reason)
     try:
         sess = _session(path, threads)
     except Exception as exc:  # noqa: BLE001 - ORT raises its own, non-exported exception types

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from transferkit.config import ModelConfig, Preprocessing
+from transferkit.filetype import not_checkpoint_reason
 from transferkit.models.build import BuiltModel, build_model
 
 __all__ = ["FORMAT", "save_portable", "load_portable", "PortableModelError"]
@@ -89,6 +90,9 @@ def load_portable(path: str | Path) -> tuple[BuiltModel, dict[str, Any]]:
         PortableModelError: not a transferkit model file.
     """
     p = resolve_model_file(path)
+    reason = not_checkpoint_reason(p)
+    if reason is not None:  # before torch.load, whose unpickler text names no fix
+        raise PortableModelError(reason)
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001

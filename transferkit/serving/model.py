@@ -21,10 +21,10 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf
 from PIL import Image
 
 from transferkit.errors import TransferkitError
+from transferkit.filetype import EXPORT_HINT, not_onnx_reason
 from transferkit.imaging import ImageTooLargeError, decode_image, preprocess
 from transferkit.metadata import ModelMetadata
 from transferkit.metrics import softmax
-from transferkit.serving.filetype import EXPORT_HINT, not_onnx_reason
 from transferkit.serving.limits import DEFAULT_MAX_IMAGE_PIXELS
 from transferkit.serving.providers import default_providers, gpu_present, resolve_threads
 

@@ -1,4 +1,5 @@
-"""Recognise a file that is not ONNX before ONNX Runtime reads it, and name the fix.
+"""Recognise a file of the wrong kind before ONNX Runtime or ``torch.load`` reads it, and name
+the fix (torch-free: serving and export both use it).
 
 ONNX Runtime answers any wrong file with "Protobuf parsing failed"; a user who passed a PyTorch
 checkpoint, a PDF or an image learns nothing from that. An ONNX file is a protobuf
@@ -13,7 +14,7 @@ import struct
 import zipfile
 from pathlib import Path
 
-__all__ = ["not_onnx_reason", "EXPORT_HINT"]
+__all__ = ["not_onnx_reason", "not_checkpoint_reason", "EXPORT_HINT"]
 
 #: How to get a file this server serves.
 EXPORT_HINT = "serve the .onnx file that `transferkit export RUN -o model.onnx` writes"
@@ -80,3 +81,41 @@ def not_onnx_reason(path: Path) -> str | None:
         if head.startswith(signature):
             return f"{path.name} is {kind}, not an ONNX model: {EXPORT_HINT}"
     return None
+
+
+def not_checkpoint_reason(path: Path) -> str | None:
+    """Why a file is certainly not a PyTorch checkpoint (``model.pt``), with the fix; None when
+    it may be one (a zip holding ``data.pkl``, or a legacy pickle).
+
+    Args:
+        path: an existing file.
+
+    Returns:
+        E.g. "teacher.onnx is an ONNX model (already exported), not a PyTorch checkpoint: ...";
+        None when the file looks like a checkpoint.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    with open(path, "rb") as f:
+        head = f.read(16)
+    want = (
+        "a transferkit model.pt (written by `transferkit finetune` or `distill`) or its run folder"
+    )
+    if not head:
+        return f"{path.name} is empty, not a PyTorch checkpoint: give {want}"
+    if _is_pytorch(path, head):
+        return None
+    if head.startswith(b"\x08"):  # an ONNX ModelProto opens with field 1, ir_version (a varint)
+        return (
+            f"{path.name} is an ONNX model (already exported), not a PyTorch checkpoint: serve or "
+            f"evaluate it as it is (`transferkit serve {path}`), or give {want}"
+        )
+    if _is_safetensors(head, path.stat().st_size):
+        return (
+            f"{path.name} is a safetensors weights file, not a transferkit checkpoint: give {want}"
+        )
+    for signature, kind in _SIGNATURES:
+        if head.startswith(signature):
+            return f"{path.name} is {kind}, not a PyTorch checkpoint: give {want}"
+    return f"{path.name} is not a PyTorch checkpoint (no zip or pickle signature): give {want}"
