@@ -130,8 +130,7 @@ def serve_ray(cfg: ServeConfig) -> None:
 
     app = build_deployment(cfg)
     started_ray = not ray.is_initialized()
-    if started_ray:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if started_ray:  # Ray's own authentication settings apply (token auth is Ray's default)
         ray.init(address=os.environ.get("RAY_ADDRESS"), logging_level="WARNING")
     stop = {"flag": False}
 
