@@ -1,0 +1,152 @@
+"""``transferkit tune``: the search space, the ``tune:`` section and the search configs."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from transferkit.config.base import Metric, Strict
+from transferkit.config.distill import DistillConfig
+from transferkit.config.training import FinetuneConfig, TrialScaling
+
+__all__ = [
+    "Range",
+    "Choice",
+    "SearchSpace",
+    "TuneSettings",
+    "TuneConfig",
+    "DistillTuneConfig",
+    "StageTune",
+]
+
+
+class Range(Strict):
+    """A continuous search range ``[low, high]``, sampled uniformly or, with ``log``, log-uniformly
+    (learning rates and weight decay: Bergstra & Bengio 2012)."""
+
+    low: float
+    high: float
+    log: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0; got {self.low} (or set log: false)")
+        return self
+
+
+Choice = list[float]
+"""An explicit list of values, sampled uniformly (a grid when the searcher is random)."""
+
+
+class SearchSpace(Strict):
+    """What a search varies; a field left ``None`` keeps the base config's value.
+
+    Attributes:
+        freeze_depth: candidate freeze depths; ``None`` = every depth from 0 to the model's number
+            of stages (``transferkit models ARCH`` lists them).
+        backbone_lr / head_lr: learning rates of the unfrozen backbone and of the head.
+        weight_decay: decoupled weight decay (AdamW) or L2 (SGD).
+        temperature / hard_weight / soft_weight: the KD loss (distillation searches only).
+    """
+
+    freeze_depth: list[int] | None = None
+    backbone_lr: Range | Choice | None = Field(default_factory=lambda: Range(low=1e-4, high=1e-2))
+    head_lr: Range | Choice | None = Field(default_factory=lambda: Range(low=1e-3, high=3e-2))
+    weight_decay: Range | Choice | None = None
+    temperature: Range | Choice | None = None
+    hard_weight: Range | Choice | None = None
+    soft_weight: Range | Choice | None = None
+
+    @field_validator("freeze_depth")
+    @classmethod
+    def _depths(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or any(d < 0 for d in v)):
+            raise ValueError(f"a non-empty list of depths >= 0 is needed; got {v}")
+        return v
+
+    @field_validator(
+        "backbone_lr", "head_lr", "weight_decay", "temperature", "hard_weight", "soft_weight"
+    )
+    @classmethod
+    def _non_empty(cls, v):
+        if isinstance(v, list) and (not v or any(x < 0 for x in v)):
+            raise ValueError(f"a non-empty list of values >= 0 is needed; got {v}")
+        return v
+
+
+class TuneSettings(Strict):
+    """The ``tune:`` section: search space, scheduler, searcher, concurrency, tracking.
+
+    Attributes:
+        num_samples: number of trials.
+        scheduler: ``asha`` (Li et al. 2020, asynchronous successive halving: stops a trial whose
+            ``metric`` at a rung is below the top ``1/reduction_factor`` of the trials seen
+            there) or ``fifo`` (every trial runs its full budget).
+        grace_period: epochs every trial runs before ASHA may stop it.
+        reduction_factor: ASHA's eta (keeps the best ``1/eta`` at each rung).
+        searcher: ``random`` (Bergstra & Bengio 2012) or ``optuna`` (TPE, Bergstra et al. 2011).
+        metric: what "best" means: ``val_acc``, ``val_balanced_acc``, ``val_macro_f1`` (max) or
+            ``val_loss`` (min). Every search also runs the base config's own values first
+            (Ray Tune's ``points_to_evaluate``), so its best is never worse than the defaults
+            on this metric within the trial budget.
+        max_concurrent_trials: ``None`` = as many as the cluster's CPUs/GPUs fit.
+        trial_cpu: the CPU reserved by each trial's driver function (the workers hold the rest).
+        tracking: ``local`` (CSV/JSON/TensorBoard files in each trial folder), ``tensorboard``
+            (the same, and says where to point TensorBoard), ``mlflow`` (also logs to MLflow).
+        tracking_uri: MLflow tracking URI (default: ``mlruns/`` in the experiment folder).
+        max_failures: times a failing trial is retried (from its last checkpoint).
+    """
+
+    search: SearchSpace = Field(default_factory=SearchSpace)
+    num_samples: int = Field(8, ge=1, le=100000)
+    scheduler: Literal["asha", "fifo"] = "asha"
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(2.0, gt=1.0)
+    searcher: Literal["random", "optuna"] = "random"
+    metric: Metric = "val_acc"
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    trial_cpu: float = Field(0.01, gt=0.0, le=64.0)
+    tracking: Literal["local", "tensorboard", "mlflow"] = "local"
+    tracking_uri: str | None = None
+    max_failures: int = Field(0, ge=0, le=100)
+
+
+class TuneConfig(FinetuneConfig):
+    """``transferkit tune``: a Ray Tune search over fine-tuning runs.
+
+    The fields of :class:`FinetuneConfig` are the base every trial starts from (``optim.epochs`` is
+    the per-trial budget, ``--max-epochs``; ``scaling`` is per trial, default 1 worker at 0.99
+    CPU); ``tune`` says what varies and how trials are scheduled. ``output`` is the experiment
+    folder (a local path, or an ``s3://``/``gs://`` URI as Ray accepts it).
+    """
+
+    scaling: TrialScaling = Field(default_factory=TrialScaling)
+    output: str = "runs/tune"
+    tune: TuneSettings = Field(default_factory=TuneSettings)
+
+
+class DistillTuneConfig(DistillConfig):
+    """``transferkit tune --teacher RUN``: a search over distillation runs (the student's optimizer
+    and the KD temperature and weights); fields as :class:`DistillConfig` plus ``tune``."""
+
+    scaling: TrialScaling = Field(default_factory=TrialScaling)
+    output: str = "runs/tune-student"
+    baseline: bool = False
+    tune: TuneSettings = Field(default_factory=TuneSettings)
+
+
+class StageTune(TuneSettings):
+    """A search stage of a pipeline: :class:`TuneSettings` plus the trials' own resources and
+    epoch budget (the fine-tune/distill stage after it uses its own ``scaling`` and ``optim``).
+
+    Attributes:
+        scaling: per trial (default 1 worker at 0.99 CPU).
+        epochs: per-trial budget; ``None`` = the stage's ``optim.epochs``.
+    """
+
+    scaling: TrialScaling = Field(default_factory=TrialScaling)
+    epochs: int | None = Field(None, ge=1, le=10000)
