@@ -22,6 +22,7 @@ class OptimConfig(Strict):
     parameters. Schedule: linear warmup for ``warmup_epochs`` (capped below the run's length)
     then cosine decay to
     ``min_lr_ratio`` x the base rate (Loshchilov & Hutter 2017, SGDR), stepped every batch.
+    ``momentum`` is SGD's (Nesterov when > 0; 0 is plain SGD); AdamW ignores it.
     """
 
     optimizer: Literal["adamw", "sgd"] = "adamw"

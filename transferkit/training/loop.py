@@ -37,7 +37,7 @@ from transferkit.training.evaluate import eval_sums, sums_to_metrics
 from transferkit.training.objectives import CrossEntropyObjective, Objective, class_weights
 from transferkit.training.schedule import warmup_cosine
 
-__all__ = ["train_loop_per_worker", "seed_everything", "STATE_FILE"]
+__all__ = ["train_loop_per_worker", "make_optimizer", "seed_everything", "STATE_FILE"]
 
 STATE_FILE = "state.pt"
 
@@ -55,12 +55,17 @@ def _all_reduce(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _optimizer(
+def make_optimizer(
     cfg: FinetuneConfig,
     built: BuiltModel,
     student: torch.nn.Module,
     extras: torch.nn.Module | None = None,
 ) -> torch.optim.Optimizer:
+    """The run's optimizer over the student's parameter groups (and the objective's ``extras``).
+
+    SGD uses Nesterov momentum (Sutskever et al. 2013) when ``optim.momentum`` > 0; momentum 0
+    is plain SGD (torch refuses Nesterov without momentum).
+    """
     o = cfg.optim
     groups = param_groups(student, built.spec, o.backbone_lr, o.head_lr, o.weight_decay)
     if extras is not None:
@@ -73,7 +78,7 @@ def _optimizer(
             }
         )
     if o.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=o.head_lr, momentum=o.momentum, nesterov=True)
+        return torch.optim.SGD(groups, lr=o.head_lr, momentum=o.momentum, nesterov=o.momentum > 0)
     return torch.optim.AdamW(groups, lr=o.head_lr)
 
 
@@ -232,7 +237,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         objective.teacher.to(memory_format=MEMORY_FORMAT)
     torch.manual_seed(cfg.seed + rank)
     model = ray.train.torch.prepare_model(net)
-    optimizer = _optimizer(cfg, built, student, extras)
+    optimizer = make_optimizer(cfg, built, student, extras)
     train_loader, sampler, val_loader = _loaders(cfg, splits, prep, rank, world, t_prep)
     steps = len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
