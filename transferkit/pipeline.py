@@ -242,8 +242,7 @@ def _check_class_options(cfg: PipelineConfig, stages: dict[str, Any], classes: l
 
 
 def _check_models(cfg: PipelineConfig, stages: dict[str, Any], num_classes: int) -> None:
-    from transferkit.config import ModelConfig
-    from transferkit.models import build_model
+    from transferkit.models import check_freeze_depth, stages_of
     from transferkit.tuning.search import check_schedule
     from transferkit.tuning.space import param_space
 
@@ -255,39 +254,25 @@ def _check_models(cfg: PipelineConfig, stages: dict[str, Any], num_classes: int)
         if c is None:
             continue
         try:
-            probe = build_model(
-                ModelConfig(
-                    arch=c.model.arch,
-                    weights=None,
-                    width_mult=c.model.width_mult,
-                    keep_stages=c.model.keep_stages,
-                    head_hidden=c.model.head_hidden,
-                ),
-                num_classes,
-                load_weights=False,
-            )
+            n = len(stages_of(c.model))  # a build on the meta device: no weights, no memory
         except ValueError as exc:  # keep_stages out of range, width_mult unsupported
             raise ConfigError(
                 f"{who}.{exc}" if str(exc).startswith("model.") else f"{who}.model: {exc}"
             ) from None
-        n = len(probe.stages)
-        if c.model.freeze_depth > n:
-            raise ConfigError(
-                f"{who}.model.freeze_depth: {c.model.freeze_depth} exceeds the "
-                f"{n} stages of {c.model.arch} (allowed: 0..{n})"
-            )
+        check_freeze_depth(c.model.freeze_depth, n, c.model.arch, f"{who}.model.freeze_depth")
         t = stages[search]
         if t is not None:
             try:
                 param_space(
-                    t.tune.search, n, t.model.weights is not None, distill=search == "tune-student"
+                    t.tune.search,
+                    n,
+                    t.model.weights is not None,
+                    distill=search == "tune-student",
+                    arch=t.model.arch,
                 )
-                check_schedule(t)
+                check_schedule(t, f"{who}.tune.epochs (or {who}.optim.epochs)")
             except ConfigError as exc:
-                msg = str(exc).replace(
-                    "optim.epochs (--max-epochs", f"{who}.tune.epochs (or {who}.optim.epochs"
-                )
-                raise ConfigError(f"{who}.{msg}") from None
+                raise ConfigError(f"{who}.{exc}") from None
 
 
 def _check_resources(stages: dict[str, Any]) -> None:

@@ -172,3 +172,19 @@ def test_the_default_point_of_a_distillation_search_holds_the_kd_values():
     seeded, point = seed_with_base(space, cfg.model_dump(mode="json"))
     assert point == {"temperature": cfg.kd.temperature} == {"temperature": 4.0}
     assert seeded["temperature"].categories == [2.0, 8.0, 4.0]
+
+
+def test_a_freeze_depth_out_of_range_reads_the_same_from_the_model_and_the_search():
+    """One check (the models layer's) with one message, whoever asks."""
+    from transferkit.config import ModelConfig
+    from transferkit.models import FreezeDepthError, build_model
+
+    with pytest.raises(FreezeDepthError) as built:
+        build_model(ModelConfig(arch="resnet18", weights=None, freeze_depth=6), 2)
+    with pytest.raises(FreezeDepthError) as searched:
+        param_space(SearchSpace(freeze_depth=[0, 6]), 5, True, distill=False, arch="resnet18")
+    body = "is out of range for resnet18: allowed 0..5 (0 trains everything, 5 is a linear probe"
+    assert str(built.value) == (
+        f"model.freeze_depth: 6 {body}; stages: stem, layer1, layer2, layer3, layer4)"
+    )
+    assert str(searched.value) == f"tune.search.freeze_depth: [6] {body})"

@@ -250,6 +250,7 @@ def _resolve(cfg) -> tuple[dict[str, Any], dict[str, Any]]:
             len(built.stages),
             cfg.model.weights is not None,
             distill=isinstance(cfg, DistillTuneConfig),
+            arch=cfg.model.arch,
         ),
         base,
     )
@@ -267,17 +268,22 @@ def _resolve(cfg) -> tuple[dict[str, Any], dict[str, Any]]:
     return context, space
 
 
-def check_schedule(cfg) -> None:
+def check_schedule(cfg, epochs_field: str = "optim.epochs (--max-epochs)") -> None:
     """Refuse an ASHA schedule that cannot stop anything.
+
+    Args:
+        cfg: the search config.
+        epochs_field: where the per-trial epochs come from, as the message names it (a
+            pipeline's stage says ``teacher.tune.epochs``).
 
     Raises:
         ConfigError: ``tune.grace_period`` >= ``optim.epochs``.
     """
     if cfg.tune.scheduler == "asha" and cfg.tune.grace_period >= cfg.optim.epochs:
         raise ConfigError(
-            f"tune.grace_period: {cfg.tune.grace_period} must be below optim.epochs "
-            f"(--max-epochs, {cfg.optim.epochs}) for ASHA to stop anything; lower it, raise the "
-            "epochs, or use tune.scheduler: fifo"
+            f"tune.grace_period: {cfg.tune.grace_period} must be below {epochs_field} = "
+            f"{cfg.optim.epochs} for ASHA to stop anything; lower it, raise the epochs, or use "
+            "tune.scheduler: fifo"
         )
 
 

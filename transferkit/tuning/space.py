@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 from transferkit.config import ConfigError, Range, SearchSpace
+from transferkit.models.registry import check_freeze_depth
 
 __all__ = [
     "PARAM_PATHS",
@@ -60,7 +61,7 @@ def _domain(value: Range | list[float]):
 
 
 def param_space(
-    space: SearchSpace, num_stages: int, pretrained: bool, distill: bool
+    space: SearchSpace, num_stages: int, pretrained: bool, distill: bool, arch: str = "the model"
 ) -> dict[str, Any]:
     """The flat Ray Tune ``param_space`` for ``space``.
 
@@ -70,6 +71,7 @@ def param_space(
         pretrained: the model starts from weights (otherwise freeze depth is not searched unless
             listed explicitly).
         distill: a distillation search (KD parameters allowed).
+        arch: the architecture, named in a freeze-depth error.
 
     Returns:
         ``{name: domain or constant}`` for the searched names (at least one is a domain).
@@ -87,12 +89,7 @@ def param_space(
         else default_freeze_depths(num_stages, pretrained)
     )
     if depths is not None:
-        bad = [d for d in depths if d > num_stages]
-        if bad:
-            raise ConfigError(
-                f"tune.search.freeze_depth: {bad} exceed the model's {num_stages} stages "
-                f"(allowed: 0..{num_stages})"
-            )
+        check_freeze_depth(depths, num_stages, arch, field="tune.search.freeze_depth")
         out["freeze_depth"] = depths[0] if len(depths) == 1 else tune.choice(sorted(set(depths)))
     for name in FINETUNE_PARAMS[1:] + KD_PARAMS:
         value = getattr(space, name)
