@@ -45,6 +45,8 @@ from transferkit.config import (
     PipelineConfig,
     StageTune,
     TuneConfig,
+    TuneSettings,
+    as_config,
     save_config,
 )
 from transferkit.errors import TransferkitError
@@ -63,17 +65,27 @@ def _say(msg: str) -> None:
 # ----------------------------------------------------------------------------- stage configs
 
 
-def _tune_cfg(cls, base: dict[str, Any], tune: StageTune, output: str):
-    settings = tune.model_dump(mode="json")
-    scaling, epochs = settings.pop("scaling"), settings.pop("epochs")
-    data = {**base, "scaling": scaling, "output": str(output), "tune": settings}
-    if epochs:
-        data["optim"] = {**data["optim"], "epochs": epochs}
-    return cls.model_validate(data)
+def _tune_cfg(cls, base: FinetuneConfig, tune: StageTune, output: str, **update: Any):
+    """A search stage's config: the stage's own base with the search's trial scaling, per-trial
+    epochs and settings (the search stage's fields other than those two), and ``update``."""
+    optim = base.optim
+    if tune.epochs:
+        optim = optim.model_copy(update={"epochs": tune.epochs})
+    return as_config(
+        base,
+        cls,
+        optim=optim,
+        scaling=tune.scaling,
+        output=str(output),
+        tune=as_config(tune, TuneSettings),
+        **update,
+    )
 
 
 def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
     """The per-stage configs the pipeline would run, before any search result is applied.
+
+    Every stage config is built from the pipeline's typed sections (shared, not copied).
 
     Returns:
         ``{"tune-teacher": TuneConfig | None, "teacher": FinetuneConfig | None,
@@ -82,18 +94,12 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
     """
     out = Path(cfg.output).expanduser().resolve()
     common = {
-        "data": cfg.data.model_dump(mode="json"),
+        "data": cfg.data,
         "seed": cfg.seed,
         "keep_checkpoints": cfg.keep_checkpoints,
         "metric": cfg.metric,
     }
     t = cfg.teacher
-    t_base = {
-        **common,
-        "model": t.model.model_dump(mode="json"),
-        "optim": t.optim.model_dump(mode="json"),
-        "scaling": t.scaling.model_dump(mode="json"),
-    }
 
     def search_dir(name: str) -> str:
         return f"{cfg.storage.rstrip('/')}/{name}" if cfg.storage else str(out / name)
@@ -105,32 +111,23 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
         "student": None,
     }
     if t.run is None:
+        teacher = as_config(t, FinetuneConfig, **common, output=str(out / "teacher"))
         if t.tune is not None:
             stages["tune-teacher"] = _tune_cfg(
-                TuneConfig, t_base, t.tune, search_dir("tune-teacher")
+                TuneConfig, teacher, t.tune, search_dir("tune-teacher")
             )
-        stages["teacher"] = FinetuneConfig.model_validate(
-            {**t_base, "output": str(out / "teacher")}
-        )
+        stages["teacher"] = teacher
     teacher_dir = Path(t.run).expanduser().resolve() if t.run else out / "teacher"
     s = cfg.student
     if s is not None:
-        s_base = {
-            **common,
-            "teacher": str(teacher_dir),
-            "model": s.model.model_dump(mode="json"),
-            "optim": s.optim.model_dump(mode="json"),
-            "scaling": s.scaling.model_dump(mode="json"),
-            "kd": s.kd.model_dump(mode="json"),
-            "unlabeled": s.unlabeled,
-        }
+        student = as_config(
+            s, DistillConfig, **common, teacher=str(teacher_dir), output=str(out / "student")
+        )
         if s.tune is not None:
             stages["tune-student"] = _tune_cfg(
-                DistillTuneConfig, {**s_base, "baseline": False}, s.tune, search_dir("tune-student")
+                DistillTuneConfig, student, s.tune, search_dir("tune-student"), baseline=False
             )
-        stages["student"] = DistillConfig.model_validate(
-            {**s_base, "baseline": s.baseline, "output": str(out / "student")}
-        )
+        stages["student"] = student
     return stages
 
 
@@ -380,12 +377,12 @@ def _run_stage(stage: _Stage, records: _Records, force: bool) -> dict[str, Any]:
 
 
 def _with_best(cfg, tune_result: dict[str, Any] | None):
+    """The stage's config with the best values its search found (``None``: no search ran)."""
     if not tune_result:
         return cfg
     from transferkit.tuning.space import apply_sample
 
-    data = apply_sample(cfg.model_dump(mode="json"), tune_result["best"]["config"])
-    return type(cfg).model_validate(data)
+    return apply_sample(cfg, tune_result["best"]["config"])
 
 
 def _search(tcfg) -> Callable[[bool], dict[str, Any]]:
@@ -431,12 +428,8 @@ def _export(
         result = {}
         for name, run_dir in runs.items():
             rep = export_onnx(
-                ExportConfig(
-                    run=str(run_dir),
-                    output=str(out / f"{name}.onnx"),
-                    opset=cfg.export.opset,
-                    atol=cfg.export.atol,
-                    validation_images=cfg.export.validation_images,
+                as_config(
+                    cfg.export, ExportConfig, run=str(run_dir), output=str(out / f"{name}.onnx")
                 )
             )
             result[name] = {

@@ -1,9 +1,21 @@
 """Search spaces and resource planning: pure functions, no Ray cluster."""
 
+from typing import Annotated
+
 import pytest
 from ray import tune
 
-from transferkit.config import ConfigError, DistillTuneConfig, Range, SearchSpace, TuneConfig
+from transferkit.config import (
+    Choice,
+    ConfigError,
+    DistillConfig,
+    DistillTuneConfig,
+    FinetuneConfig,
+    Range,
+    SearchSpace,
+    TuneConfig,
+)
+from transferkit.config.tune import Searches
 from transferkit.tuning.search import plan_concurrency
 from transferkit.tuning.space import apply_sample, param_space, seed_with_base
 
@@ -56,11 +68,45 @@ def test_ranges_are_checked_when_built():
 
 
 def test_a_sample_lands_on_its_config_fields():
-    base = TuneConfig().model_dump(mode="json")
+    base = FinetuneConfig()
     out = apply_sample(base, {"freeze_depth": 3.0, "backbone_lr": 1e-4, "head_lr": 2e-2})
-    assert out["model"]["freeze_depth"] == 3 and isinstance(out["model"]["freeze_depth"], int)
-    assert out["optim"]["backbone_lr"] == 1e-4 and out["optim"]["head_lr"] == 2e-2
-    assert base["model"]["freeze_depth"] == 0  # the base is not modified
+    assert type(out) is FinetuneConfig
+    assert out.model.freeze_depth == 3 and isinstance(out.model.freeze_depth, int)
+    assert out.optim.backbone_lr == 1e-4 and out.optim.head_lr == 2e-2
+    assert base.model.freeze_depth == 0 and base.optim.head_lr == 5e-3  # the base is unchanged
+    assert out.data is base.data  # sections the sample does not touch are shared, not copied
+
+
+def test_a_sampled_value_the_config_field_refuses_names_the_field():
+    with pytest.raises(ConfigError, match=r"optim\.head_lr: -1\.0 is not allowed"):
+        apply_sample(FinetuneConfig(), {"head_lr": -1.0})
+
+
+def test_a_distillation_sample_keeps_the_student_sections():
+    out = apply_sample(DistillConfig(teacher="t"), {"temperature": 2, "head_lr": 1e-3})
+    assert type(out) is DistillConfig and out.kd.temperature == 2.0
+    assert out.model.arch == "mobilenet_v3_small" and out.optim.epochs == 30
+
+
+class _WithLabelSmoothing(SearchSpace):
+    """A search space with one more searchable parameter, added in this one place only."""
+
+    label_smoothing: Annotated[Range | Choice | None, Searches("optim.label_smoothing")] = None
+
+
+def test_a_parameter_added_to_the_search_space_alone_is_sampled_into_its_config_field():
+    space = _WithLabelSmoothing.model_validate(
+        {"label_smoothing": {"low": 0.0, "high": 0.3, "log": False}, "head_lr": None}
+    )
+    domains = param_space(space, num_stages=7, pretrained=False, distill=False)
+    assert set(domains) == {"label_smoothing", "backbone_lr"}
+    sample = {name: domain.sample() for name, domain in domains.items()}
+    assert 0.0 <= sample["label_smoothing"] <= 0.3
+    cfg = apply_sample(FinetuneConfig(), sample, _WithLabelSmoothing)
+    assert cfg.optim.label_smoothing == sample["label_smoothing"]
+    assert cfg.optim.backbone_lr == sample["backbone_lr"]
+    seeded, point = seed_with_base(domains, FinetuneConfig(), _WithLabelSmoothing)
+    assert point == {"label_smoothing": 0.1, "backbone_lr": 2e-3}  # OptimConfig's own values
 
 
 def test_tune_defaults_to_one_worker_per_trial_that_fits_beside_the_trial_cpu():
@@ -106,11 +152,8 @@ def test_autoscaling_clusters_skip_the_fit_check():
 # ----------------------------------------------------------------------------- the default point
 
 
-def _base(**sections) -> dict:
-    data = TuneConfig().model_dump(mode="json")
-    for section, fields in sections.items():
-        data[section] = {**data[section], **fields}
-    return data
+def _base(**sections) -> FinetuneConfig:
+    return FinetuneConfig.model_validate(sections)
 
 
 def test_the_default_point_is_the_base_configs_values_of_the_searched_names():
@@ -169,7 +212,7 @@ def test_the_default_point_of_a_distillation_search_holds_the_kd_values():
         pretrained=False,
         distill=True,
     )
-    seeded, point = seed_with_base(space, cfg.model_dump(mode="json"))
+    seeded, point = seed_with_base(space, cfg)
     assert point == {"temperature": cfg.kd.temperature} == {"temperature": 4.0}
     assert seeded["temperature"].categories == [2.0, 8.0, 4.0]
 

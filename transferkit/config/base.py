@@ -54,7 +54,8 @@ def with_defaults(base: type[M], name: str, doc: str, **defaults: Any) -> type[M
     """A section type that is ``base`` with other defaults for some fields, constraints kept.
 
     A partial section in YAML fills in from these defaults (``model: {arch: resnet18}`` in a
-    distillation keeps the student's other defaults); an absent one is the new type's default.
+    distillation keeps the student's other defaults); an absent one is the new type's default; a
+    ``base`` object given as it is keeps its own values.
 
     Args:
         base: the section model.
@@ -71,7 +72,11 @@ def with_defaults(base: type[M], name: str, doc: str, **defaults: Any) -> type[M
         info = base.model_fields[key]
         fields[key] = (info.annotation, FieldInfo.merge_field_infos(info, default=value))
     module = sys._getframe(1).f_globals["__name__"]
-    return create_model(name, __base__=base, __module__=module, __doc__=doc, **fields)
+    new = create_model(name, __base__=base, __module__=module, __doc__=doc, **fields)
+    # a field of the new type also takes a plain ``base`` object (its values, not its defaults)
+    new.model_config["from_attributes"] = True
+    new.model_rebuild(force=True)
+    return new
 
 
 def as_config(cfg: BaseModel, target: type[M], **update: Any) -> M:

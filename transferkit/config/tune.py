@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from transferkit.config.base import Metric, Strict
+from transferkit.config.base import ConfigError, Metric, Strict
 from transferkit.config.distill import DistillConfig
-from transferkit.config.training import FinetuneConfig, TrialScaling
+from transferkit.config.training import FinetuneConfig, ScalingConf, TrialScaling
 
 __all__ = [
     "Range",
     "Choice",
     "SearchSpace",
+    "Searches",
+    "config_value",
+    "with_value",
     "TuneSettings",
     "TuneConfig",
     "DistillTuneConfig",
     "StageTune",
 ]
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class Range(Strict):
@@ -42,40 +48,95 @@ Choice = list[float]
 """An explicit list of values, sampled uniformly (a grid when the searcher is random)."""
 
 
+@dataclass(frozen=True)
+class Searches:
+    """Marks a :class:`SearchSpace` field as searchable and names the config field it sets: its
+    dotted path in a :class:`FinetuneConfig` or :class:`DistillConfig` (``optim.head_lr``). A path
+    outside :class:`FinetuneConfig` (``kd.*``) is searched only in a distillation search."""
+
+    path: str
+
+
 class SearchSpace(Strict):
-    """What a search varies; a field left ``None`` keeps the base config's value.
+    """What a search varies: the one table of searchable parameters.
+
+    Each field is one parameter: its name is the key in ``tune.search``, Ray Tune's
+    ``param_space``, ``trials.csv`` and the plot; its :class:`Searches` marker names the typed
+    config field a sampled value sets; its default is the domain searched when the YAML omits it.
+    Adding a searchable hyperparameter is one more field here. A field set to ``None`` keeps the
+    base config's value.
 
     Attributes:
         freeze_depth: candidate freeze depths; ``None`` = every depth from 0 to the model's number
-            of stages (``transferkit models ARCH`` lists them).
+            of stages (``transferkit models ARCH`` lists them) for a pretrained model.
         backbone_lr / head_lr: learning rates of the unfrozen backbone and of the head.
         weight_decay: decoupled weight decay (AdamW) or L2 (SGD).
         temperature / hard_weight / soft_weight: the KD loss (distillation searches only).
     """
 
-    freeze_depth: list[int] | None = None
-    backbone_lr: Range | Choice | None = Field(default_factory=lambda: Range(low=1e-4, high=1e-2))
-    head_lr: Range | Choice | None = Field(default_factory=lambda: Range(low=1e-3, high=3e-2))
-    weight_decay: Range | Choice | None = None
-    temperature: Range | Choice | None = None
-    hard_weight: Range | Choice | None = None
-    soft_weight: Range | Choice | None = None
-
-    @field_validator("freeze_depth")
-    @classmethod
-    def _depths(cls, v: list[int] | None) -> list[int] | None:
-        if v is not None and (not v or any(d < 0 for d in v)):
-            raise ValueError(f"a non-empty list of depths >= 0 is needed; got {v}")
-        return v
-
-    @field_validator(
-        "backbone_lr", "head_lr", "weight_decay", "temperature", "hard_weight", "soft_weight"
+    freeze_depth: Annotated[list[int] | None, Searches("model.freeze_depth")] = None
+    backbone_lr: Annotated[Range | Choice | None, Searches("optim.backbone_lr")] = Field(
+        default_factory=lambda: Range(low=1e-4, high=1e-2)
     )
+    head_lr: Annotated[Range | Choice | None, Searches("optim.head_lr")] = Field(
+        default_factory=lambda: Range(low=1e-3, high=3e-2)
+    )
+    weight_decay: Annotated[Range | Choice | None, Searches("optim.weight_decay")] = None
+    temperature: Annotated[Range | Choice | None, Searches("kd.temperature")] = None
+    hard_weight: Annotated[Range | Choice | None, Searches("kd.hard_weight")] = None
+    soft_weight: Annotated[Range | Choice | None, Searches("kd.soft_weight")] = None
+
+    @field_validator("*")
     @classmethod
-    def _non_empty(cls, v):
+    def _non_empty(cls, v, info):
         if isinstance(v, list) and (not v or any(x < 0 for x in v)):
-            raise ValueError(f"a non-empty list of values >= 0 is needed; got {v}")
+            what = "depths" if info.field_name == "freeze_depth" else "values"
+            raise ValueError(f"a non-empty list of {what} >= 0 is needed; got {v}")
         return v
+
+    @classmethod
+    def paths(cls) -> dict[str, str]:
+        """``{search name: dotted config path}`` of every searchable field, in table order."""
+        return {
+            name: marker.path
+            for name, field in cls.model_fields.items()
+            for marker in field.metadata
+            if isinstance(marker, Searches)
+        }
+
+    @classmethod
+    def distill_only(cls, name: str) -> bool:
+        """The parameter sets a field that only a distillation config has (the KD loss)."""
+        return cls.paths()[name].split(".")[0] not in FinetuneConfig.model_fields
+
+
+def config_value(cfg: BaseModel, path: str) -> Any:
+    """The value at a dotted ``path`` of a typed config (``optim.head_lr``)."""
+    value: Any = cfg
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def with_value(cfg: M, path: str, value: Any) -> M:
+    """A copy of ``cfg`` with the field at dotted ``path`` set to ``value``, validated as the
+    field (and its section) validates an assignment: ``3.0`` becomes the int ``3`` of an int
+    field; a value outside the field's range raises. ``cfg`` itself is not modified.
+
+    Raises:
+        ConfigError: ``value`` is not valid there (the message names ``path``).
+    """
+    try:
+        return _with_value(cfg, path.split("."), value)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {value!r} is not allowed: {exc.errors()[0]['msg']}") from None
+
+
+def _with_value(cfg: M, parts: list[str], value: Any) -> M:
+    out = cfg.model_copy()  # shallow: the sections not on the path stay shared
+    head, *rest = parts
+    setattr(out, head, _with_value(getattr(cfg, head), rest, value) if rest else value)
+    return out
 
 
 class TuneSettings(Strict):
@@ -144,9 +205,11 @@ class StageTune(TuneSettings):
     epoch budget (the fine-tune/distill stage after it uses its own ``scaling`` and ``optim``).
 
     Attributes:
-        scaling: per trial (default 1 worker at 0.99 CPU).
+        scaling: per trial (default 1 worker at 0.99 CPU). A partial section fills in from
+            :class:`ScalingConf`'s defaults (1 CPU per worker), as it always has here, unlike
+            ``transferkit tune``'s ``scaling`` (:class:`TrialScaling`).
         epochs: per-trial budget; ``None`` = the stage's ``optim.epochs``.
     """
 
-    scaling: TrialScaling = Field(default_factory=TrialScaling)
+    scaling: ScalingConf = Field(default_factory=TrialScaling)
     epochs: int | None = Field(None, ge=1, le=10000)
