@@ -134,13 +134,6 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- validation
 
 
-def _prefixed(who: str, exc: ConfigError) -> ConfigError:
-    """A search stage's error, re-rooted at ``<who>.tune`` (``scaling: ...`` ->
-    ``teacher.tune.scaling: ...``, ``tune.max_concurrent_trials`` -> ``teacher.tune.max_...``)."""
-    msg = str(exc)
-    return ConfigError(f"{who}.tune.{msg[len('tune.') :] if msg.startswith('tune.') else msg}")
-
-
 def _dataset_classes(cfg: PipelineConfig) -> tuple[list[str], int]:
     from transferkit.data.folder import DatasetError, resolve_splits
 
@@ -290,10 +283,7 @@ def _check_resources(stages: dict[str, Any]) -> None:
             except ConfigError as exc:
                 raise ConfigError(f"{who}.{exc}") from None
         if stages[search] is not None:
-            try:
-                plan_concurrency(stages[search], cluster)
-            except ConfigError as exc:
-                raise _prefixed(who, exc) from None
+            plan_concurrency(stages[search], cluster, f"{who}.tune", f"{who}.tune.scaling")
 
 
 # ----------------------------------------------------------------------------- stage records

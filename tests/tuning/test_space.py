@@ -231,3 +231,12 @@ def test_a_freeze_depth_out_of_range_reads_the_same_from_the_model_and_the_searc
         f"model.freeze_depth: 6 {body}; stages: stem, layer1, layer2, layer3, layer4)"
     )
     assert str(searched.value) == f"tune.search.freeze_depth: [6] {body})"
+
+
+def test_a_pipeline_search_that_cannot_fit_names_its_own_fields_throughout():
+    cfg = TuneConfig.model_validate({"scaling": {"num_workers": 2, "cpus_per_worker": 1.0}})
+    with pytest.raises(ConfigError) as e:
+        plan_concurrency(cfg, TWO_CPUS, "teacher.tune", "teacher.tune.scaling")
+    msg = str(e.value)
+    assert msg.startswith("teacher.tune.scaling: one trial needs 0.01 CPU (teacher.tune.trial_cpu)")
+    assert "set teacher.tune.scaling.cpus_per_worker <= 0.99" in msg

@@ -100,7 +100,12 @@ class SearchFailedError(TransferkitError, RuntimeError):
 # ----------------------------------------------------------------------------- resources
 
 
-def plan_concurrency(cfg: TuneConfig | DistillTuneConfig, cluster: dict[str, float]) -> int | None:
+def plan_concurrency(
+    cfg: TuneConfig | DistillTuneConfig,
+    cluster: dict[str, float],
+    tune_field: str = "tune",
+    scaling_field: str = "scaling",
+) -> int | None:
     """How many trials run at once, checked against the cluster's resources.
 
     A trial holds ``tune.trial_cpu`` for its driver function plus ``num_workers`` x
@@ -110,6 +115,8 @@ def plan_concurrency(cfg: TuneConfig | DistillTuneConfig, cluster: dict[str, flo
     Args:
         cfg: the search config.
         cluster: ``ray.cluster_resources()``.
+        tune_field / scaling_field: where ``cfg.tune`` and ``cfg.scaling`` come from, as the
+            messages name them (a pipeline's search says ``teacher.tune``, ``teacher.tune.scaling``).
 
     Returns:
         ``max_concurrent_trials`` for Tune (``None`` = no limit, on an autoscaling cluster).
@@ -118,7 +125,7 @@ def plan_concurrency(cfg: TuneConfig | DistillTuneConfig, cluster: dict[str, flo
         ConfigError: one trial, or the asked concurrency, does not fit; names the field and what
             would fit.
     """
-    s, t = cfg.scaling, cfg.tune
+    s, t, tf, sf = cfg.scaling, cfg.tune, tune_field, scaling_field
     cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
     worker_cpu = s.num_workers * s.cpus_per_worker
     worker_gpu = s.num_workers * s.gpus_per_worker if s.use_gpu else 0.0
@@ -128,15 +135,15 @@ def plan_concurrency(cfg: TuneConfig | DistillTuneConfig, cluster: dict[str, flo
     if per_trial > cpus + _EPS:
         fit_cpw = (cpus - t.trial_cpu) / s.num_workers
         raise ConfigError(
-            f"scaling: one trial needs {t.trial_cpu:g} CPU (tune.trial_cpu) + {s.num_workers} "
-            f"worker(s) x {s.cpus_per_worker:g} CPU (scaling.cpus_per_worker) = {per_trial:g} CPUs, "
-            f"but the Ray cluster has {cpus:g}; it would wait forever. Lower scaling.num_workers "
-            f"or set scaling.cpus_per_worker <= {math.floor(fit_cpw * 100) / 100:g}"
+            f"{sf}: one trial needs {t.trial_cpu:g} CPU ({tf}.trial_cpu) + {s.num_workers} "
+            f"worker(s) x {s.cpus_per_worker:g} CPU ({sf}.cpus_per_worker) = {per_trial:g} CPUs, "
+            f"but the Ray cluster has {cpus:g}; it would wait forever. Lower {sf}.num_workers "
+            f"or set {sf}.cpus_per_worker <= {math.floor(fit_cpw * 100) / 100:g}"
         )
     if worker_gpu > gpus + _EPS:
         raise ConfigError(
-            f"scaling.use_gpu: one trial needs {worker_gpu:g} GPUs but the Ray cluster has "
-            f"{gpus:g}; use --no-gpu, fewer workers, or scaling.gpus_per_worker"
+            f"{sf}.use_gpu: one trial needs {worker_gpu:g} GPUs but the Ray cluster has "
+            f"{gpus:g}; use --no-gpu, fewer workers, or {sf}.gpus_per_worker"
         )
     fit = int((cpus + _EPS) // per_trial)
     if worker_gpu > 0:
@@ -145,7 +152,7 @@ def plan_concurrency(cfg: TuneConfig | DistillTuneConfig, cluster: dict[str, flo
     if concurrency * t.trial_cpu + worker_cpu > cpus + _EPS:
         most = int((cpus - worker_cpu + _EPS) // t.trial_cpu)
         raise ConfigError(
-            f"tune.max_concurrent_trials: {concurrency} trial drivers x {t.trial_cpu:g} CPU plus one "
+            f"{tf}.max_concurrent_trials: {concurrency} trial drivers x {t.trial_cpu:g} CPU plus one "
             f"trial's workers ({worker_cpu:g} CPU) exceed the cluster's {cpus:g} CPUs, so no trial "
             f"could start its workers; allowed: 1..{most}"
         )
