@@ -78,8 +78,22 @@ def test_a_sample_lands_on_its_config_fields():
 
 
 def test_a_sampled_value_the_config_field_refuses_names_the_field():
-    with pytest.raises(ConfigError, match=r"optim\.head_lr: -1\.0 is not allowed"):
+    with pytest.raises(
+        ConfigError, match=r"optim\.head_lr: Input should be greater than 0; got -1\.0"
+    ):
         apply_sample(FinetuneConfig(), {"head_lr": -1.0})
+
+
+def test_a_sample_is_checked_section_by_section_not_value_by_value():
+    """KDConfig refuses hard and soft weights both 0; a sample that moves the weight from one to
+    the other passes through no such state."""
+    base = DistillConfig.model_validate({"teacher": "t", "kd": {"hard_weight": 0.0}})
+    out = apply_sample(base, {"soft_weight": 0.0, "hard_weight": 1.0})
+    assert (out.kd.hard_weight, out.kd.soft_weight) == (1.0, 0.0)
+    with pytest.raises(
+        ConfigError, match="kd: Value error, hard_weight and soft_weight are both 0"
+    ):
+        apply_sample(base, {"soft_weight": 0.0})
 
 
 def test_a_distillation_sample_keeps_the_student_sections():

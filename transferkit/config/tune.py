@@ -17,7 +17,7 @@ __all__ = [
     "SearchSpace",
     "Searches",
     "config_value",
-    "with_value",
+    "with_values",
     "TuneSettings",
     "TuneConfig",
     "DistillTuneConfig",
@@ -118,25 +118,37 @@ def config_value(cfg: BaseModel, path: str) -> Any:
     return value
 
 
-def with_value(cfg: M, path: str, value: Any) -> M:
-    """A copy of ``cfg`` with the field at dotted ``path`` set to ``value``, validated as the
-    field (and its section) validates an assignment: ``3.0`` becomes the int ``3`` of an int
-    field; a value outside the field's range raises. ``cfg`` itself is not modified.
+def with_values(cfg: M, values: dict[str, Any]) -> M:
+    """A copy of ``cfg`` with the field at each dotted path of ``values`` set (``{"optim.head_lr":
+    1e-3}``). Each section on a path is rebuilt once from its fields and validated as a whole, so
+    ``3.0`` becomes the int ``3`` of an int field, a value outside the field's range raises, and
+    the section's own checks see all its new values together. Sections off the paths are shared;
+    ``cfg`` itself is not modified.
 
     Raises:
-        ConfigError: ``value`` is not valid there (the message names ``path``).
+        ConfigError: a value is not valid there (the message names its dotted path).
     """
+    return _with_values(cfg, values, "")
+
+
+def _with_values(obj: M, values: dict[str, Any], where: str) -> M:
+    fields = dict(obj)  # the field values as they are (sections stay objects)
+    nested: dict[str, dict[str, Any]] = {}
+    for path, value in values.items():
+        head, dot, rest = path.partition(".")
+        if dot:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            fields[head] = value
+    for head, sub in nested.items():
+        fields[head] = _with_values(getattr(obj, head), sub, f"{where}{head}.")
     try:
-        return _with_value(cfg, path.split("."), value)
+        return type(obj)(**fields)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {value!r} is not allowed: {exc.errors()[0]['msg']}") from None
-
-
-def _with_value(cfg: M, parts: list[str], value: Any) -> M:
-    out = cfg.model_copy()  # shallow: the sections not on the path stay shared
-    head, *rest = parts
-    setattr(out, head, _with_value(getattr(cfg, head), rest, value) if rest else value)
-    return out
+        err = exc.errors()[0]
+        loc = (where + ".".join(str(p) for p in err["loc"])).rstrip(".")
+        got = "" if isinstance(err["input"], dict) else f"; got {err['input']!r}"
+        raise ConfigError(f"{loc}: {err['msg']}{got}") from None
 
 
 class TuneSettings(Strict):

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from transferkit.config import ConfigError, Range, SearchSpace
-from transferkit.config.tune import config_value, with_value
+from transferkit.config.tune import config_value, with_values
 from transferkit.models.registry import check_freeze_depth
 
 __all__ = [
@@ -104,8 +104,8 @@ def param_space(
 def apply_sample(base: C, sample: dict[str, Any], space: type[SearchSpace] = SearchSpace) -> C:
     """``base`` (a typed config) with a trial's sampled values set at their config fields.
 
-    Each value is validated as its field validates an assignment (``3.0`` becomes the int freeze
-    depth ``3``); ``base`` itself is not modified.
+    The sections a sample touches are re-validated with their new values (``3.0`` becomes the int
+    freeze depth ``3``); ``base`` itself is not modified.
 
     Args:
         base: the search's base config (a :class:`~transferkit.config.FinetuneConfig` or
@@ -118,10 +118,10 @@ def apply_sample(base: C, sample: dict[str, Any], space: type[SearchSpace] = Sea
         ConfigError: a value the config field refuses.
     """
     paths = space.paths()
-    for name, value in sample.items():
-        plain = value.item() if hasattr(value, "item") else value  # numpy scalars from a searcher
-        base = with_value(base, paths[name], plain)
-    return base
+    return with_values(
+        base,  # .item(): numpy scalars from a searcher become Python numbers
+        {paths[k]: v.item() if hasattr(v, "item") else v for k, v in sample.items()},
+    )
 
 
 def base_values(
