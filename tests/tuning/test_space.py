@@ -254,3 +254,10 @@ def test_a_pipeline_search_that_cannot_fit_names_its_own_fields_throughout():
     msg = str(e.value)
     assert msg.startswith("teacher.tune.scaling: one trial needs 0.01 CPU (teacher.tune.trial_cpu)")
     assert "set teacher.tune.scaling.cpus_per_worker <= 0.99" in msg
+
+
+def test_a_searchable_field_must_name_a_config_field():
+    with pytest.raises(TypeError, match=r"optim\.label_smothing' is not a config field"):
+
+        class _Typo(SearchSpace):
+            label_smoothing: Annotated[Range | None, Searches("optim.label_smothing")] = None

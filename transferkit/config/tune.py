@@ -109,6 +109,26 @@ class SearchSpace(Strict):
         """The parameter sets a field that only a distillation config has (the KD loss)."""
         return cls.paths()[name].split(".")[0] not in FinetuneConfig.model_fields
 
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        _check_paths(cls)
+
+
+def _check_paths(space: type[SearchSpace]) -> None:
+    """A searchable field must name a field of the distillation config (a superset of the
+    fine-tuning one): a mistyped path fails on import, not in the first trial."""
+    for name, path in space.paths().items():
+        model: Any = DistillConfig
+        for part in path.split("."):
+            fields = getattr(model, "model_fields", {})
+            if part not in fields:
+                raise TypeError(f"{space.__name__}.{name}: {path!r} is not a config field")
+            model = fields[part].annotation
+
+
+_check_paths(SearchSpace)
+
 
 def config_value(cfg: BaseModel, path: str) -> Any:
     """The value at a dotted ``path`` of a typed config (``optim.head_lr``)."""
