@@ -84,3 +84,30 @@ def test_a_misspelled_key_suggests_the_field_it_resembles():
         ConfigError, match=r"teacher\.tune\.serch: .*did you mean teacher\.tune\.search\?"
     ):
         validate(PipelineConfig, {"teacher": {"tune": {"serch": {}}}})
+
+
+def test_a_partial_student_section_keeps_the_student_defaults_and_the_fields_limits():
+    from transferkit.config import DistillConfig, PipelineConfig, validate
+
+    cfg = validate(DistillConfig, {"teacher": "t", "model": {"arch": "resnet18"}, "optim": {}})
+    assert (cfg.model.arch, cfg.model.weights, cfg.model.width_mult) == ("resnet18", None, 0.5)
+    assert (cfg.optim.epochs, cfg.optim.head_lr, cfg.optim.label_smoothing) == (30, 3e-3, 0.0)
+    student = validate(PipelineConfig, {"student": {"optim": {"epochs": 4}}}).student
+    assert (student.optim.epochs, student.optim.weight_decay, student.model.width_mult) == (
+        4,
+        0.05,
+        0.5,
+    )
+    with pytest.raises(ConfigError, match=r"model\.width_mult: Input should be less than or equal"):
+        validate(DistillConfig, {"teacher": "t", "model": {"width_mult": 5}})
+
+
+def test_configs_with_stage_defaults_pickle_with_their_types():
+    import pickle
+
+    from transferkit.config import DistillTuneConfig
+
+    cfg = DistillTuneConfig.model_validate({"teacher": "t", "scaling": {"num_workers": 2}})
+    assert cfg.scaling.cpus_per_worker == 0.99  # a partial trial scaling keeps 0.99 CPU
+    back = pickle.loads(pickle.dumps(cfg))
+    assert back == cfg and type(back.model).__name__ == "StudentModel"

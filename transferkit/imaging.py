@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from transferkit.config import Preprocessing
+from transferkit.preprocessing import Preprocessing
 
 __all__ = [
     "ImageDecodeError",

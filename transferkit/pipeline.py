@@ -45,6 +45,8 @@ from transferkit.config import (
     PipelineConfig,
     StageTune,
     TuneConfig,
+    TuneSettings,
+    as_config,
     save_config,
 )
 from transferkit.errors import TransferkitError
@@ -63,17 +65,27 @@ def _say(msg: str) -> None:
 # ----------------------------------------------------------------------------- stage configs
 
 
-def _tune_cfg(cls, base: dict[str, Any], tune: StageTune, output: str):
-    settings = tune.model_dump(mode="json")
-    scaling, epochs = settings.pop("scaling"), settings.pop("epochs")
-    data = {**base, "scaling": scaling, "output": str(output), "tune": settings}
-    if epochs:
-        data["optim"] = {**data["optim"], "epochs": epochs}
-    return cls.model_validate(data)
+def _tune_cfg(cls, base: FinetuneConfig, tune: StageTune, output: str, **update: Any):
+    """A search stage's config: the stage's own base with the search's trial scaling, per-trial
+    epochs and settings (the search stage's fields other than those two), and ``update``."""
+    optim = base.optim
+    if tune.epochs:
+        optim = optim.model_copy(update={"epochs": tune.epochs})
+    return as_config(
+        base,
+        cls,
+        optim=optim,
+        scaling=tune.scaling,
+        output=str(output),
+        tune=as_config(tune, TuneSettings),
+        **update,
+    )
 
 
 def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
     """The per-stage configs the pipeline would run, before any search result is applied.
+
+    Every stage config is built from the pipeline's typed sections (shared, not copied).
 
     Returns:
         ``{"tune-teacher": TuneConfig | None, "teacher": FinetuneConfig | None,
@@ -82,18 +94,12 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
     """
     out = Path(cfg.output).expanduser().resolve()
     common = {
-        "data": cfg.data.model_dump(mode="json"),
+        "data": cfg.data,
         "seed": cfg.seed,
         "keep_checkpoints": cfg.keep_checkpoints,
         "metric": cfg.metric,
     }
     t = cfg.teacher
-    t_base = {
-        **common,
-        "model": t.model.model_dump(mode="json"),
-        "optim": t.optim.model_dump(mode="json"),
-        "scaling": t.scaling.model_dump(mode="json"),
-    }
 
     def search_dir(name: str) -> str:
         return f"{cfg.storage.rstrip('/')}/{name}" if cfg.storage else str(out / name)
@@ -105,45 +111,33 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
         "student": None,
     }
     if t.run is None:
+        teacher = as_config(t, FinetuneConfig, **common, output=str(out / "teacher"))
         if t.tune is not None:
             stages["tune-teacher"] = _tune_cfg(
-                TuneConfig, t_base, t.tune, search_dir("tune-teacher")
+                TuneConfig, teacher, t.tune, search_dir("tune-teacher")
             )
-        stages["teacher"] = FinetuneConfig.model_validate(
-            {**t_base, "output": str(out / "teacher")}
-        )
+        stages["teacher"] = teacher
     teacher_dir = Path(t.run).expanduser().resolve() if t.run else out / "teacher"
     s = cfg.student
     if s is not None:
-        s_data = common["data"] | ({"image_size": s.image_size} if s.image_size else {})
-        s_base = {
-            **common,
-            "data": s_data,
-            "teacher": str(teacher_dir),
-            "model": s.model.model_dump(mode="json"),
-            "optim": s.optim.model_dump(mode="json"),
-            "scaling": s.scaling.model_dump(mode="json"),
-            "kd": s.kd.model_dump(mode="json"),
-            "unlabeled": s.unlabeled,
-        }
+        s_common = common
+        if s.image_size:  # the student's own input size; the teacher keeps data.image_size
+            s_common = {
+                **common,
+                "data": common["data"].model_copy(update={"image_size": s.image_size}),
+            }
+        student = as_config(
+            s, DistillConfig, **s_common, teacher=str(teacher_dir), output=str(out / "student")
+        )
         if s.tune is not None:
             stages["tune-student"] = _tune_cfg(
-                DistillTuneConfig, {**s_base, "baseline": False}, s.tune, search_dir("tune-student")
+                DistillTuneConfig, student, s.tune, search_dir("tune-student"), baseline=False
             )
-        stages["student"] = DistillConfig.model_validate(
-            {**s_base, "baseline": s.baseline, "output": str(out / "student")}
-        )
+        stages["student"] = student
     return stages
 
 
 # ----------------------------------------------------------------------------- validation
-
-
-def _prefixed(who: str, exc: ConfigError) -> ConfigError:
-    """A search stage's error, re-rooted at ``<who>.tune`` (``scaling: ...`` ->
-    ``teacher.tune.scaling: ...``, ``tune.max_concurrent_trials`` -> ``teacher.tune.max_...``)."""
-    msg = str(exc)
-    return ConfigError(f"{who}.tune.{msg[len('tune.') :] if msg.startswith('tune.') else msg}")
 
 
 def _dataset_classes(cfg: PipelineConfig) -> tuple[list[str], int]:
@@ -244,8 +238,7 @@ def _check_class_options(cfg: PipelineConfig, stages: dict[str, Any], classes: l
 
 
 def _check_models(cfg: PipelineConfig, stages: dict[str, Any], num_classes: int) -> None:
-    from transferkit.config import ModelConfig
-    from transferkit.models import build_model
+    from transferkit.models import check_freeze_depth, stages_of
     from transferkit.tuning.search import check_schedule
     from transferkit.tuning.space import param_space
 
@@ -257,39 +250,25 @@ def _check_models(cfg: PipelineConfig, stages: dict[str, Any], num_classes: int)
         if c is None:
             continue
         try:
-            probe = build_model(
-                ModelConfig(
-                    arch=c.model.arch,
-                    weights=None,
-                    width_mult=c.model.width_mult,
-                    keep_stages=c.model.keep_stages,
-                    head_hidden=c.model.head_hidden,
-                ),
-                num_classes,
-                load_weights=False,
-            )
+            n = len(stages_of(c.model))  # a build on the meta device: no weights, no memory
         except ValueError as exc:  # keep_stages out of range, width_mult unsupported
             raise ConfigError(
                 f"{who}.{exc}" if str(exc).startswith("model.") else f"{who}.model: {exc}"
             ) from None
-        n = len(probe.stages)
-        if c.model.freeze_depth > n:
-            raise ConfigError(
-                f"{who}.model.freeze_depth: {c.model.freeze_depth} exceeds the "
-                f"{n} stages of {c.model.arch} (allowed: 0..{n})"
-            )
+        check_freeze_depth(c.model.freeze_depth, n, c.model.arch, f"{who}.model.freeze_depth")
         t = stages[search]
         if t is not None:
             try:
                 param_space(
-                    t.tune.search, n, t.model.weights is not None, distill=search == "tune-student"
+                    t.tune.search,
+                    n,
+                    t.model.weights is not None,
+                    distill=search == "tune-student",
+                    arch=t.model.arch,
                 )
-                check_schedule(t)
+                check_schedule(t, f"{who}.tune.epochs (or {who}.optim.epochs)")
             except ConfigError as exc:
-                msg = str(exc).replace(
-                    "optim.epochs (--max-epochs", f"{who}.tune.epochs (or {who}.optim.epochs"
-                )
-                raise ConfigError(f"{who}.{msg}") from None
+                raise ConfigError(f"{who}.{exc}") from None
 
 
 def _check_resources(stages: dict[str, Any]) -> None:
@@ -310,10 +289,7 @@ def _check_resources(stages: dict[str, Any]) -> None:
             except ConfigError as exc:
                 raise ConfigError(f"{who}.{exc}") from None
         if stages[search] is not None:
-            try:
-                plan_concurrency(stages[search], cluster)
-            except ConfigError as exc:
-                raise _prefixed(who, exc) from None
+            plan_concurrency(stages[search], cluster, f"{who}.tune", f"{who}.tune.scaling")
 
 
 # ----------------------------------------------------------------------------- stage records
@@ -397,12 +373,12 @@ def _run_stage(stage: _Stage, records: _Records, force: bool) -> dict[str, Any]:
 
 
 def _with_best(cfg, tune_result: dict[str, Any] | None):
+    """The stage's config with the best values its search found (``None``: no search ran)."""
     if not tune_result:
         return cfg
     from transferkit.tuning.space import apply_sample
 
-    data = apply_sample(cfg.model_dump(mode="json"), tune_result["best"]["config"])
-    return type(cfg).model_validate(data)
+    return apply_sample(cfg, tune_result["best"]["config"])
 
 
 def _search(tcfg) -> Callable[[bool], dict[str, Any]]:
@@ -448,12 +424,8 @@ def _export(
         result = {}
         for name, run_dir in runs.items():
             rep = export_onnx(
-                ExportConfig(
-                    run=str(run_dir),
-                    output=str(out / f"{name}.onnx"),
-                    opset=cfg.export.opset,
-                    atol=cfg.export.atol,
-                    validation_images=cfg.export.validation_images,
+                as_config(
+                    cfg.export, ExportConfig, run=str(run_dir), output=str(out / f"{name}.onnx")
                 )
             )
             result[name] = {

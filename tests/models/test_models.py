@@ -182,3 +182,20 @@ def test_from_scratch_models_use_batchnorm_momentum_0_1():
         ModelConfig(arch="mobilenet_v3_small", weights=None, bn_momentum=0.01), 10
     ).model
     assert {m.momentum for m in pinned.modules() if isinstance(m, nn.BatchNorm2d)} == {0.01}
+
+
+@pytest.mark.parametrize("arch", REQUIRED)
+def test_stages_from_a_meta_device_build_are_the_real_models_stages(arch):
+    from transferkit.models import stages_of
+
+    cfg = ModelConfig(arch=arch, weights=None)
+    assert stages_of(cfg) == build_model(cfg, 2, load_weights=False).stages
+
+
+def test_stages_of_a_cut_backbone_count_its_kept_stages_and_hidden_layer():
+    from transferkit.models import stages_of
+
+    cut = ModelConfig(arch="mobilenet_v3_small", weights=None, keep_stages=3, head_hidden=64)
+    assert [s.name for s in stages_of(cut)] == [
+        s.name for s in build_model(cut, 2, load_weights=False).stages
+    ]

@@ -28,8 +28,7 @@ POINT = {"freeze_depth": 1, "backbone_lr": 5e-2, "head_lr": 5e-3}
 
 def _search(searcher: str, data: dict = OUTSIDE):
     cfg = TuneConfig.model_validate({**data, "tune": {**data["tune"], "searcher": searcher}})
-    base = cfg.model_dump(mode="json")
-    space, point = seed_with_base(param_space(cfg.tune.search, 9, True, distill=False), base)
+    space, point = seed_with_base(param_space(cfg.tune.search, 9, True, distill=False), cfg)
     return cfg, space, point, _tune_config(cfg, 1, point)
 
 

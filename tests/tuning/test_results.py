@@ -11,10 +11,11 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from transferkit.config import TuneConfig
+from transferkit.config import Preprocessing, TuneConfig
+from transferkit.data.folder import Splits
 from transferkit.tuning import search
+from transferkit.tuning.context import SearchContext, trial_base
 from transferkit.tuning.search import (
-    _base_fields,
     _conclude,
     _default_line,
     _default_summary,
@@ -207,7 +208,9 @@ def test_conclude_compares_the_default_with_the_best_by_the_search_metric(
 
     monkeypatch.setattr(ray.tune, "ExperimentAnalysis", Analysis)
     monkeypatch.setattr(search, "_wait_for_resources", lambda: None)
-    context = {"base": _base_fields(cfg), "kind": "finetune", "default_point": point}
+    context = SearchContext(
+        trial_base(cfg), Splits(list("ab"), [], [], []), Preprocessing(), default_point=point
+    )
     summary = _conclude(cfg, exp, context)
 
     assert summary["metric"] == "val_balanced_acc" and summary["mode"] == "max"

@@ -1,9 +1,21 @@
 """Search spaces and resource planning: pure functions, no Ray cluster."""
 
+from typing import Annotated
+
 import pytest
 from ray import tune
 
-from transferkit.config import ConfigError, DistillTuneConfig, Range, SearchSpace, TuneConfig
+from transferkit.config import (
+    Choice,
+    ConfigError,
+    DistillConfig,
+    DistillTuneConfig,
+    FinetuneConfig,
+    Range,
+    SearchSpace,
+    TuneConfig,
+)
+from transferkit.config.tune import Searches
 from transferkit.tuning.search import plan_concurrency
 from transferkit.tuning.space import apply_sample, param_space, seed_with_base
 
@@ -56,11 +68,59 @@ def test_ranges_are_checked_when_built():
 
 
 def test_a_sample_lands_on_its_config_fields():
-    base = TuneConfig().model_dump(mode="json")
+    base = FinetuneConfig()
     out = apply_sample(base, {"freeze_depth": 3.0, "backbone_lr": 1e-4, "head_lr": 2e-2})
-    assert out["model"]["freeze_depth"] == 3 and isinstance(out["model"]["freeze_depth"], int)
-    assert out["optim"]["backbone_lr"] == 1e-4 and out["optim"]["head_lr"] == 2e-2
-    assert base["model"]["freeze_depth"] == 0  # the base is not modified
+    assert type(out) is FinetuneConfig
+    assert out.model.freeze_depth == 3 and isinstance(out.model.freeze_depth, int)
+    assert out.optim.backbone_lr == 1e-4 and out.optim.head_lr == 2e-2
+    assert base.model.freeze_depth == 0 and base.optim.head_lr == 5e-3  # the base is unchanged
+    assert out.data is base.data  # sections the sample does not touch are shared, not copied
+
+
+def test_a_sampled_value_the_config_field_refuses_names_the_field():
+    with pytest.raises(
+        ConfigError, match=r"optim\.head_lr: Input should be greater than 0; got -1\.0"
+    ):
+        apply_sample(FinetuneConfig(), {"head_lr": -1.0})
+
+
+def test_a_sample_is_checked_section_by_section_not_value_by_value():
+    """KDConfig refuses hard and soft weights both 0; a sample that moves the weight from one to
+    the other passes through no such state."""
+    base = DistillConfig.model_validate({"teacher": "t", "kd": {"hard_weight": 0.0}})
+    out = apply_sample(base, {"soft_weight": 0.0, "hard_weight": 1.0})
+    assert (out.kd.hard_weight, out.kd.soft_weight) == (1.0, 0.0)
+    with pytest.raises(
+        ConfigError, match="kd: Value error, hard_weight and soft_weight are both 0"
+    ):
+        apply_sample(base, {"soft_weight": 0.0})
+
+
+def test_a_distillation_sample_keeps_the_student_sections():
+    out = apply_sample(DistillConfig(teacher="t"), {"temperature": 2, "head_lr": 1e-3})
+    assert type(out) is DistillConfig and out.kd.temperature == 2.0
+    assert out.model.arch == "mobilenet_v3_small" and out.optim.epochs == 30
+
+
+class _WithLabelSmoothing(SearchSpace):
+    """A search space with one more searchable parameter, added in this one place only."""
+
+    label_smoothing: Annotated[Range | Choice | None, Searches("optim.label_smoothing")] = None
+
+
+def test_a_parameter_added_to_the_search_space_alone_is_sampled_into_its_config_field():
+    space = _WithLabelSmoothing.model_validate(
+        {"label_smoothing": {"low": 0.0, "high": 0.3, "log": False}, "head_lr": None}
+    )
+    domains = param_space(space, num_stages=7, pretrained=False, distill=False)
+    assert set(domains) == {"label_smoothing", "backbone_lr"}
+    sample = {name: domain.sample() for name, domain in domains.items()}
+    assert 0.0 <= sample["label_smoothing"] <= 0.3
+    cfg = apply_sample(FinetuneConfig(), sample, _WithLabelSmoothing)
+    assert cfg.optim.label_smoothing == sample["label_smoothing"]
+    assert cfg.optim.backbone_lr == sample["backbone_lr"]
+    seeded, point = seed_with_base(domains, FinetuneConfig(), _WithLabelSmoothing)
+    assert point == {"label_smoothing": 0.1, "backbone_lr": 2e-3}  # OptimConfig's own values
 
 
 def test_tune_defaults_to_one_worker_per_trial_that_fits_beside_the_trial_cpu():
@@ -106,11 +166,8 @@ def test_autoscaling_clusters_skip_the_fit_check():
 # ----------------------------------------------------------------------------- the default point
 
 
-def _base(**sections) -> dict:
-    data = TuneConfig().model_dump(mode="json")
-    for section, fields in sections.items():
-        data[section] = {**data[section], **fields}
-    return data
+def _base(**sections) -> FinetuneConfig:
+    return FinetuneConfig.model_validate(sections)
 
 
 def test_the_default_point_is_the_base_configs_values_of_the_searched_names():
@@ -169,6 +226,38 @@ def test_the_default_point_of_a_distillation_search_holds_the_kd_values():
         pretrained=False,
         distill=True,
     )
-    seeded, point = seed_with_base(space, cfg.model_dump(mode="json"))
+    seeded, point = seed_with_base(space, cfg)
     assert point == {"temperature": cfg.kd.temperature} == {"temperature": 4.0}
     assert seeded["temperature"].categories == [2.0, 8.0, 4.0]
+
+
+def test_a_freeze_depth_out_of_range_reads_the_same_from_the_model_and_the_search():
+    """One check (the models layer's) with one message, whoever asks."""
+    from transferkit.config import ModelConfig
+    from transferkit.models import FreezeDepthError, build_model
+
+    with pytest.raises(FreezeDepthError) as built:
+        build_model(ModelConfig(arch="resnet18", weights=None, freeze_depth=6), 2)
+    with pytest.raises(FreezeDepthError) as searched:
+        param_space(SearchSpace(freeze_depth=[0, 6]), 5, True, distill=False, arch="resnet18")
+    body = "is out of range for resnet18: allowed 0..5 (0 trains everything, 5 is a linear probe"
+    assert str(built.value) == (
+        f"model.freeze_depth: 6 {body}; stages: stem, layer1, layer2, layer3, layer4)"
+    )
+    assert str(searched.value) == f"tune.search.freeze_depth: [6] {body})"
+
+
+def test_a_pipeline_search_that_cannot_fit_names_its_own_fields_throughout():
+    cfg = TuneConfig.model_validate({"scaling": {"num_workers": 2, "cpus_per_worker": 1.0}})
+    with pytest.raises(ConfigError) as e:
+        plan_concurrency(cfg, TWO_CPUS, "teacher.tune", "teacher.tune.scaling")
+    msg = str(e.value)
+    assert msg.startswith("teacher.tune.scaling: one trial needs 0.01 CPU (teacher.tune.trial_cpu)")
+    assert "set teacher.tune.scaling.cpus_per_worker <= 0.99" in msg
+
+
+def test_a_searchable_field_must_name_a_config_field():
+    with pytest.raises(TypeError, match=r"optim\.label_smothing' is not a config field"):
+
+        class _Typo(SearchSpace):
+            label_smoothing: Annotated[Range | None, Searches("optim.label_smothing")] = None

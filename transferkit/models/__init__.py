@@ -8,7 +8,9 @@ from importlib import import_module
 
 _EXPORTS = {
     "BuiltModel": "build",
-    "FreezeDepthError": "build",
+    "FreezeDepthError": "registry",
+    "check_freeze_depth": "registry",
+    "stages_of": "build",
     "build_model": "build",
     "count_parameters": "build",
     "freeze_stages": "build",

@@ -17,7 +17,14 @@ import torch
 from torch import nn
 
 from transferkit.config import ModelConfig, Preprocessing
-from transferkit.models.registry import ArchSpec, Stage, get_arch, model_stages
+from transferkit.models.registry import (
+    ArchSpec,
+    FreezeDepthError,
+    Stage,
+    check_freeze_depth,
+    get_arch,
+    model_stages,
+)
 from transferkit.models.weights import WeightsUnavailableError, load_state_dict_for
 
 __all__ = [
@@ -30,13 +37,10 @@ __all__ = [
     "KeepStagesError",
     "head_module",
     "count_parameters",
+    "stages_of",
 ]
 
 log = logging.getLogger(__name__)
-
-
-class FreezeDepthError(ValueError):
-    """``freeze_depth`` outside ``0..number of stages`` (the message gives the range)."""
 
 
 @dataclass
@@ -217,6 +221,19 @@ def build_model(cfg: ModelConfig, num_classes: int, load_weights: bool = True) -
     return built
 
 
+def stages_of(cfg: ModelConfig) -> list[Stage]:
+    """The named stages of the model ``cfg`` describes (architecture, width, cut), from a build on
+    the ``meta`` device: no weights read, no memory used, so a config check costs nothing.
+
+    Raises:
+        UnknownArchError, KeepStagesError, ValueError: as :func:`build_model` for ``cfg``.
+    """
+    spec = get_arch(cfg.arch)
+    with torch.device("meta"):
+        model, _ = _construct(spec, cfg, num_classes=2)
+    return model_stages(model, spec)
+
+
 def freeze_stages(built: BuiltModel, depth: int) -> None:
     """Freeze the first ``depth`` stages: ``requires_grad=False`` and BatchNorm kept in eval mode
     (see :func:`set_train_mode`), so neither weights nor running statistics move.
@@ -224,13 +241,7 @@ def freeze_stages(built: BuiltModel, depth: int) -> None:
     Raises:
         FreezeDepthError: ``depth`` not in ``0..len(stages)``.
     """
-    n = len(built.stages)
-    if not 0 <= depth <= n:
-        raise FreezeDepthError(
-            f"model.freeze_depth={depth} is out of range for {built.spec.name}: allowed 0..{n} "
-            f"(0 trains everything, {n} is a linear probe; stages: "
-            f"{', '.join(s.name for s in built.stages)})"
-        )
+    check_freeze_depth(depth, built.stages, built.spec.name)
     built.frozen = [m for s in built.stages[:depth] for m in s.modules]
     for name in built.frozen:
         for p in built.model.get_submodule(name).parameters():

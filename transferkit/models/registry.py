@@ -12,8 +12,11 @@ are grouped into stages by their output width (the "stages" of Sandler et al. 20
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from transferkit.config import ConfigError
 
 if TYPE_CHECKING:  # torch stays out of name lookups (the CLI checks names before importing it)
     from torch import nn
@@ -26,6 +29,8 @@ __all__ = [
     "list_archs",
     "model_stages",
     "UnknownArchError",
+    "FreezeDepthError",
+    "check_freeze_depth",
 ]
 
 
@@ -139,3 +144,37 @@ def model_stages(model: nn.Module, spec: ArchSpec) -> list[Stage]:
     for k, (ch, idxs) in enumerate(groups, start=1):
         stages.append(Stage(f"stage{k}", tuple(f"features.{i}" for i in idxs), ch))
     return stages
+
+
+class FreezeDepthError(ConfigError):
+    """``freeze_depth`` outside ``0..number of stages`` (the message gives the range)."""
+
+
+def check_freeze_depth(
+    depth: int | Sequence[int],
+    stages: int | Sequence[Stage],
+    arch: str,
+    field: str = "model.freeze_depth",
+) -> None:
+    """The one range check of freeze depths: each must lie in ``0..number of stages``.
+
+    Args:
+        depth: a freeze depth, or the candidate depths of a search.
+        stages: the model's named stages (their names go into the message), or their number.
+        arch: the architecture, for the message.
+        field: the config field the depth came from (``teacher.model.freeze_depth``,
+            ``tune.search.freeze_depth``), named first in the message.
+
+    Raises:
+        FreezeDepthError: naming ``field``, the bad depth(s) and the allowed range.
+    """
+    n = stages if isinstance(stages, int) else len(stages)
+    bad = [d for d in ([depth] if isinstance(depth, int) else depth) if not 0 <= d <= n]
+    if not bad:
+        return
+    shown = bad[0] if isinstance(depth, int) else bad
+    names = "" if isinstance(stages, int) else f"; stages: {', '.join(s.name for s in stages)}"
+    raise FreezeDepthError(
+        f"{field}: {shown} is out of range for {arch}: allowed 0..{n} "
+        f"(0 trains everything, {n} is a linear probe{names})"
+    )

@@ -15,12 +15,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from transferkit.config import ConfigError, DistillConfig, FinetuneConfig, Preprocessing
+from transferkit.config import ConfigError, DistillConfig, FinetuneConfig, Preprocessing, as_config
 from transferkit.data.dataset import verify_images
 from transferkit.data.folder import DatasetError, Splits, dataset_folder, scan_images
 from transferkit.models import count_parameters
 from transferkit.models.portable import load_portable
-from transferkit.training.distill import UNLABELED, make_kd_objective
+from transferkit.training.distill import UNLABELED
 from transferkit.training.trainer import _finish, _fit, evaluate_split, load_splits, start_run
 
 __all__ = ["distill", "teacher_dataset", "student_inputs", "TEACHER_WEIGHTS"]
@@ -144,12 +144,7 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -
         f"({count_parameters(plan.built.model):,}); T={cfg.kd.temperature}, "
         f"hard_weight={cfg.kd.hard_weight}, soft_weight={cfg.kd.soft_weight}"
     )
-    result = _fit(
-        plan,
-        make_kd_objective,
-        config_kind="distill",
-        teacher_preprocessing=t_prep.model_dump(mode="json") if t_prep != s_prep else None,
-    )
+    result = _fit(plan, teacher_preprocessing=t_prep if t_prep != s_prep else None)
     student = _finish(plan, result)
     teacher_test = evaluate_split(
         teacher.model, plan.splits.test, t_prep, len(t_info["class_names"])
@@ -168,10 +163,7 @@ def _run_baseline(
 ) -> dict[str, Any]:
     """Label-only student: same architecture, epochs, optimizer; cross-entropy on the labels."""
     out = Path(cfg.output).expanduser().resolve() / "baseline"
-    fields = set(FinetuneConfig.model_fields)
-    base = FinetuneConfig.model_validate(
-        {k: v for k, v in cfg.model_dump(mode="json").items() if k in fields} | {"output": str(out)}
-    )
+    base = as_config(cfg, FinetuneConfig, output=str(out))
     if (out / "model.pt").is_file():
         print(f"[transferkit] label-only baseline already trained: {out}")
     else:

@@ -15,7 +15,6 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +33,10 @@ from transferkit.data.dataset import (
 from transferkit.data.folder import Splits
 from transferkit.models import BuiltModel, build_model, param_groups, set_train_mode
 from transferkit.training.evaluate import eval_sums, sums_to_metrics
-from transferkit.training.objectives import CrossEntropyObjective, Objective, class_weights
+from transferkit.training.objectives import class_weights, make_objective
 from transferkit.training.schedule import warmup_cosine
 
-__all__ = ["train_loop_per_worker", "seed_everything", "STATE_FILE"]
+__all__ = ["train_loop_per_worker", "make_optimizer", "seed_everything", "STATE_FILE"]
 
 STATE_FILE = "state.pt"
 
@@ -55,12 +54,17 @@ def _all_reduce(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _optimizer(
+def make_optimizer(
     cfg: FinetuneConfig,
     built: BuiltModel,
     student: torch.nn.Module,
     extras: torch.nn.Module | None = None,
 ) -> torch.optim.Optimizer:
+    """The run's optimizer over the student's parameter groups (and the objective's ``extras``).
+
+    SGD uses Nesterov momentum (Sutskever et al. 2013) when ``optim.momentum`` > 0; momentum 0
+    is plain SGD (torch refuses Nesterov without momentum).
+    """
     o = cfg.optim
     groups = param_groups(student, built.spec, o.backbone_lr, o.head_lr, o.weight_decay)
     if extras is not None:
@@ -73,7 +77,7 @@ def _optimizer(
             }
         )
     if o.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=o.head_lr, momentum=o.momentum, nesterov=True)
+        return torch.optim.SGD(groups, lr=o.head_lr, momentum=o.momentum, nesterov=o.momentum > 0)
     return torch.optim.AdamW(groups, lr=o.head_lr)
 
 
@@ -167,34 +171,23 @@ there. Measured on this project's 2-core CPU, MobileNetV2 at 160 px, batch 16, o
 18.1 -> 29.1 images/s for a training step (1.6x)."""
 
 
-def _parse_cfg(config: dict[str, Any]) -> FinetuneConfig:
-    if config.get("config_kind") == "distill":
-        from transferkit.config import DistillConfig
-
-        return DistillConfig.model_validate(config["cfg"])
-    return FinetuneConfig.model_validate(config["cfg"])
-
-
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Train on this worker's shard and report each epoch.
 
-    ``config`` keys: ``cfg`` (the config as a dict), ``config_kind`` (``finetune`` |
-    ``distill``), ``splits`` (Splits JSON; label -1 marks unlabelled transfer images),
-    ``preprocessing`` (dict, the trained model's), ``teacher_preprocessing`` (optional dict: when
-    given, batches carry ``(student_x, teacher_x)``), ``objective_factory`` (optional callable
-    ``cfg -> Objective``, default cross-entropy with the config's label smoothing).
+    ``config`` keys (typed objects, as :func:`~transferkit.training.trainer.make_trainer` passes
+    them): ``cfg`` (a :class:`~transferkit.config.FinetuneConfig`, or a
+    :class:`~transferkit.config.DistillConfig` for a distillation), ``splits``
+    (:class:`~transferkit.data.folder.Splits`; label -1 marks unlabelled transfer images),
+    ``preprocessing`` (the trained model's :class:`~transferkit.config.Preprocessing`),
+    ``teacher_preprocessing`` (optional: when given, batches carry ``(student_x, teacher_x)``).
     """
     import ray.train
     import ray.train.torch
 
-    cfg = _parse_cfg(config)
-    splits = Splits.from_json(config["splits"])
-    prep = Preprocessing.model_validate(config["preprocessing"])
-    t_prep = (
-        Preprocessing.model_validate(config["teacher_preprocessing"])
-        if config.get("teacher_preprocessing")
-        else None
-    )
+    cfg: FinetuneConfig = config["cfg"]
+    splits: Splits = config["splits"]
+    prep: Preprocessing = config["preprocessing"]
+    t_prep: Preprocessing | None = config.get("teacher_preprocessing")
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
@@ -202,15 +195,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     amp_dtype = torch.bfloat16 if device.type == "cuda" else None
 
-    factory: Callable[[FinetuneConfig], Objective] | None = config.get("objective_factory")
     weight = class_weights(
         cfg.optim.class_weight, [y for _, y in splits.train], len(splits.class_names)
     )
-    if factory:
-        objective = factory(cfg)
-        objective.class_weight = weight
-    else:
-        objective = CrossEntropyObjective(cfg.optim.label_smoothing, weight)
+    objective = make_objective(cfg, weight)
     objective.setup(device)
     if weight is not None and rank == 0:
         _say(
@@ -232,7 +220,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         objective.teacher.to(memory_format=MEMORY_FORMAT)
     torch.manual_seed(cfg.seed + rank)
     model = ray.train.torch.prepare_model(net)
-    optimizer = _optimizer(cfg, built, student, extras)
+    optimizer = make_optimizer(cfg, built, student, extras)
     train_loader, sampler, val_loader = _loaders(cfg, splits, prep, rank, world, t_prep)
     steps = len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

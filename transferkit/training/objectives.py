@@ -13,7 +13,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["Objective", "CrossEntropyObjective", "class_weights"]
+from transferkit.config import DistillConfig, FinetuneConfig
+
+__all__ = ["Objective", "CrossEntropyObjective", "class_weights", "make_objective"]
 
 
 def class_weights(
@@ -89,3 +91,16 @@ class CrossEntropyObjective:
             logits.float(), labels, weight=self.class_weight, label_smoothing=self.label_smoothing
         )
         return loss, logits
+
+
+def make_objective(cfg: FinetuneConfig, class_weight: torch.Tensor | None) -> Objective:
+    """What the run optimises, chosen by the config's type: knowledge distillation for a
+    :class:`~transferkit.config.DistillConfig`, otherwise cross-entropy with the config's label
+    smoothing; both weighted by ``class_weight``."""
+    if isinstance(cfg, DistillConfig):
+        from transferkit.training.distill import make_kd_objective
+
+        objective = make_kd_objective(cfg)
+        objective.class_weight = class_weight
+        return objective
+    return CrossEntropyObjective(cfg.optim.label_smoothing, class_weight)

@@ -302,20 +302,22 @@ def make_trainer(
     preprocessing: Preprocessing,
     name: str,
     storage_path: str,
-    objective_factory: Callable[[Any], Any] | None = None,
     callbacks: list | None = None,
-    **loop_config: Any,
+    teacher_preprocessing: Preprocessing | None = None,
 ) -> Any:
     """The Ray Train ``TorchTrainer`` for one run of :func:`train_loop_per_worker`.
+
+    The workers receive ``cfg``, ``splits`` and the preprocessing as the typed objects they are
+    (Ray pickles them); a :class:`~transferkit.config.DistillConfig` makes the run a distillation.
 
     Args:
         cfg: the run's config (workers, resources, checkpoints to keep).
         splits / preprocessing: the data and how images become tensors.
         name / storage_path: the run's storage; the same pair again resumes the run from its
             latest checkpoint.
-        objective_factory: ``cfg -> Objective`` built in each worker (default cross-entropy).
         callbacks: Ray Train callbacks (e.g. Tune's ``TuneReportCallback`` inside a trial).
-        **loop_config: extra keys of the loop's config (``config_kind``, ``teacher_preprocessing``).
+        teacher_preprocessing: a distillation's teacher preprocessing, when it differs from the
+            student's (batches then carry both inputs).
     """
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -326,11 +328,10 @@ def make_trainer(
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
-            "cfg": cfg.model_dump(mode="json"),
-            "splits": splits.to_json(),
-            "preprocessing": preprocessing.model_dump(mode="json"),
-            "objective_factory": objective_factory,
-            **loop_config,
+            "cfg": cfg,
+            "splits": splits,
+            "preprocessing": preprocessing,
+            "teacher_preprocessing": teacher_preprocessing,
         },
         scaling_config=ScalingConfig(
             num_workers=cfg.scaling.num_workers,
@@ -350,17 +351,14 @@ def make_trainer(
     )
 
 
-def _fit(
-    plan: RunPlan, objective_factory: Callable[[Any], Any] | None = None, **loop_config: Any
-) -> Any:
+def _fit(plan: RunPlan, teacher_preprocessing: Preprocessing | None = None) -> Any:
     trainer = make_trainer(
         plan.cfg,
         plan.splits,
         plan.preprocessing,
         plan.run_dir.name,
         str(plan.run_dir.parent),
-        objective_factory,
-        **loop_config,
+        teacher_preprocessing=teacher_preprocessing,
     )
     try:
         return trainer.fit()

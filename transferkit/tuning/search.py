@@ -47,16 +47,15 @@ from transferkit.config import (
     ConfigError,
     DistillConfig,
     DistillTuneConfig,
-    FinetuneConfig,
-    Preprocessing,
     Range,
     TuneConfig,
     validate,
 )
 from transferkit.errors import TransferkitError
+from transferkit.tuning.context import SearchContext, trial_base
 from transferkit.tuning.space import (
-    PARAM_PATHS,
     apply_sample,
+    base_values,
     param_space,
     same_value,
     seed_with_base,
@@ -64,6 +63,8 @@ from transferkit.tuning.space import (
 from transferkit.tuning.storage import ExperimentDir
 
 __all__ = [
+    "SearchContext",
+    "trial_base",
     "tune_search",
     "resume_search",
     "run_trial",
@@ -96,23 +97,15 @@ class SearchFailedError(TransferkitError, RuntimeError):
     """No trial produced a result (the first trial error is chained in the message)."""
 
 
-def _base_fields(cfg: TuneConfig | DistillTuneConfig) -> dict[str, Any]:
-    """The trial's base config as a dict (the search settings removed)."""
-    target = DistillConfig if isinstance(cfg, DistillTuneConfig) else FinetuneConfig
-    data = cfg.model_dump(mode="json")
-    # a trial ranks its epochs (and keeps its checkpoints) by the search's own metric
-    data["metric"] = cfg.tune.metric
-    return {k: v for k, v in data.items() if k in target.model_fields}
-
-
-def _kind(cfg) -> str:
-    return "distill" if isinstance(cfg, DistillTuneConfig) else "finetune"
-
-
 # ----------------------------------------------------------------------------- resources
 
 
-def plan_concurrency(cfg: TuneConfig | DistillTuneConfig, cluster: dict[str, float]) -> int | None:
+def plan_concurrency(
+    cfg: TuneConfig | DistillTuneConfig,
+    cluster: dict[str, float],
+    tune_field: str = "tune",
+    scaling_field: str = "scaling",
+) -> int | None:
     """How many trials run at once, checked against the cluster's resources.
 
     A trial holds ``tune.trial_cpu`` for its driver function plus ``num_workers`` x
@@ -122,6 +115,8 @@ def plan_concurrency(cfg: TuneConfig | DistillTuneConfig, cluster: dict[str, flo
     Args:
         cfg: the search config.
         cluster: ``ray.cluster_resources()``.
+        tune_field / scaling_field: where ``cfg.tune`` and ``cfg.scaling`` come from, as the
+            messages name them (a pipeline's search says ``teacher.tune``, ``teacher.tune.scaling``).
 
     Returns:
         ``max_concurrent_trials`` for Tune (``None`` = no limit, on an autoscaling cluster).
@@ -130,7 +125,7 @@ def plan_concurrency(cfg: TuneConfig | DistillTuneConfig, cluster: dict[str, flo
         ConfigError: one trial, or the asked concurrency, does not fit; names the field and what
             would fit.
     """
-    s, t = cfg.scaling, cfg.tune
+    s, t, tf, sf = cfg.scaling, cfg.tune, tune_field, scaling_field
     cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
     worker_cpu = s.num_workers * s.cpus_per_worker
     worker_gpu = s.num_workers * s.gpus_per_worker if s.use_gpu else 0.0
@@ -140,15 +135,15 @@ def plan_concurrency(cfg: TuneConfig | DistillTuneConfig, cluster: dict[str, flo
     if per_trial > cpus + _EPS:
         fit_cpw = (cpus - t.trial_cpu) / s.num_workers
         raise ConfigError(
-            f"scaling: one trial needs {t.trial_cpu:g} CPU (tune.trial_cpu) + {s.num_workers} "
-            f"worker(s) x {s.cpus_per_worker:g} CPU (scaling.cpus_per_worker) = {per_trial:g} CPUs, "
-            f"but the Ray cluster has {cpus:g}; it would wait forever. Lower scaling.num_workers "
-            f"or set scaling.cpus_per_worker <= {math.floor(fit_cpw * 100) / 100:g}"
+            f"{sf}: one trial needs {t.trial_cpu:g} CPU ({tf}.trial_cpu) + {s.num_workers} "
+            f"worker(s) x {s.cpus_per_worker:g} CPU ({sf}.cpus_per_worker) = {per_trial:g} CPUs, "
+            f"but the Ray cluster has {cpus:g}; it would wait forever. Lower {sf}.num_workers "
+            f"or set {sf}.cpus_per_worker <= {math.floor(fit_cpw * 100) / 100:g}"
         )
     if worker_gpu > gpus + _EPS:
         raise ConfigError(
-            f"scaling.use_gpu: one trial needs {worker_gpu:g} GPUs but the Ray cluster has "
-            f"{gpus:g}; use --no-gpu, fewer workers, or scaling.gpus_per_worker"
+            f"{sf}.use_gpu: one trial needs {worker_gpu:g} GPUs but the Ray cluster has "
+            f"{gpus:g}; use --no-gpu, fewer workers, or {sf}.gpus_per_worker"
         )
     fit = int((cpus + _EPS) // per_trial)
     if worker_gpu > 0:
@@ -157,7 +152,7 @@ def plan_concurrency(cfg: TuneConfig | DistillTuneConfig, cluster: dict[str, flo
     if concurrency * t.trial_cpu + worker_cpu > cpus + _EPS:
         most = int((cpus - worker_cpu + _EPS) // t.trial_cpu)
         raise ConfigError(
-            f"tune.max_concurrent_trials: {concurrency} trial drivers x {t.trial_cpu:g} CPU plus one "
+            f"{tf}.max_concurrent_trials: {concurrency} trial drivers x {t.trial_cpu:g} CPU plus one "
             f"trial's workers ({worker_cpu:g} CPU) exceed the cluster's {cpus:g} CPUs, so no trial "
             f"could start its workers; allowed: 1..{most}"
         )
@@ -171,46 +166,34 @@ def _trial_dirname(trial) -> str:
     return trial.trial_id
 
 
-def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
+def run_trial(config: dict[str, Any], context: SearchContext) -> None:
     """One Tune trial: a Ray Train run of the sampled config (runs inside the trial's actor).
 
     Args:
-        config: the sampled values (``{"freeze_depth": 3, "backbone_lr": 1e-3, ...}``).
-        context: ``base`` (config dict), ``kind`` (``finetune``/``distill``), ``splits`` (JSON),
-            ``preprocessing`` and ``teacher_preprocessing`` (dicts), ``experiment`` (path/URI).
+        config: the sampled values (``{"freeze_depth": 3, "backbone_lr": 1e-3, ...}``), applied to
+            ``context.base``; the result is typed, and the workers receive it as it is.
+        context: what every trial trains on.
     """
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from transferkit.data.folder import Splits
     from transferkit.training.trainer import make_trainer
 
-    distill = context["kind"] == "distill"
-    cfg_cls = DistillConfig if distill else FinetuneConfig
-    cfg = cfg_cls.model_validate(apply_sample(context["base"], config))
+    cfg = apply_sample(context.base, config, context.space)
     trial_id = tune.get_context().get_trial_id()
-    extra: dict[str, Any] = {}
-    if distill:
-        from transferkit.training.distill import make_kd_objective
-
-        extra = {
-            "objective_factory": make_kd_objective,
-            "config_kind": "distill",
-            "teacher_preprocessing": context["teacher_preprocessing"],
-        }
     trainer = make_trainer(
         cfg,
-        Splits.from_json(context["splits"]),
-        Preprocessing.model_validate(context["preprocessing"]),
+        context.splits,
+        context.preprocessing,
         name="train",
-        storage_path=f"{context['experiment']}/{trial_id}",
+        storage_path=f"{context.experiment}/{trial_id}",
         callbacks=[TuneReportCallback()],
-        **extra,
+        teacher_preprocessing=context.teacher_preprocessing,
     )
     trainer.fit()
 
 
-def _trainable(cfg, context: dict[str, Any]):
+def _trainable(cfg, context: SearchContext):
     from ray import tune
 
     return tune.with_resources(
@@ -221,19 +204,18 @@ def _trainable(cfg, context: dict[str, Any]):
 # ----------------------------------------------------------------------------- set-up
 
 
-def _resolve(cfg) -> tuple[dict[str, Any], dict[str, Any]]:
+def _resolve(cfg, experiment: str) -> tuple[SearchContext, dict[str, Any]]:
     """Data, model and preprocessing, checked on the driver: ``(context, param_space)``."""
     from transferkit.models import build_model
     from transferkit.training.trainer import load_splits, resolve_preprocessing
 
     t_prep = None
+    base = trial_base(cfg)
     if isinstance(cfg, DistillTuneConfig):
         from transferkit.training.distillation import student_inputs
 
-        resolved, splits, prep, t_prep = student_inputs(
-            DistillConfig.model_validate(_base_fields(cfg))
-        )
-        cfg = cfg.model_copy(update={"teacher": resolved.teacher})
+        resolved, splits, prep, t_prep = student_inputs(base)
+        base = trial_base(cfg, teacher=resolved.teacher)
     else:
         splits, prep = load_splits(cfg), None
     if not splits.train or not splits.val:
@@ -243,41 +225,47 @@ def _resolve(cfg) -> tuple[dict[str, Any], dict[str, Any]]:
         )
     built = build_model(cfg.model, len(splits.class_names))
     prep = prep or resolve_preprocessing(built, cfg.data.image_size)
-    base = _base_fields(cfg)
+    search = type(cfg.tune.search)
     space, point = seed_with_base(
         param_space(
             cfg.tune.search,
             len(built.stages),
             cfg.model.weights is not None,
             distill=isinstance(cfg, DistillTuneConfig),
+            arch=cfg.model.arch,
         ),
         base,
+        search,
     )
-    context = {
-        "base": base,
-        "kind": _kind(cfg),
-        "splits": splits.to_json(),
-        "preprocessing": prep.model_dump(mode="json"),
-        "teacher_preprocessing": (
-            t_prep.model_dump(mode="json") if t_prep is not None and t_prep != prep else None
-        ),
-        "num_stages": len(built.stages),
-        "default_point": point,
-    }
+    context = SearchContext(
+        base=base,
+        splits=splits,
+        preprocessing=prep,
+        teacher_preprocessing=t_prep if t_prep is not None and t_prep != prep else None,
+        num_stages=len(built.stages),
+        default_point=point,
+        experiment=experiment,
+        space=search,
+    )
     return context, space
 
 
-def check_schedule(cfg) -> None:
+def check_schedule(cfg, epochs_field: str = "optim.epochs (--max-epochs)") -> None:
     """Refuse an ASHA schedule that cannot stop anything.
+
+    Args:
+        cfg: the search config.
+        epochs_field: where the per-trial epochs come from, as the message names it (a
+            pipeline's stage says ``teacher.tune.epochs``).
 
     Raises:
         ConfigError: ``tune.grace_period`` >= ``optim.epochs``.
     """
     if cfg.tune.scheduler == "asha" and cfg.tune.grace_period >= cfg.optim.epochs:
         raise ConfigError(
-            f"tune.grace_period: {cfg.tune.grace_period} must be below optim.epochs "
-            f"(--max-epochs, {cfg.optim.epochs}) for ASHA to stop anything; lower it, raise the "
-            "epochs, or use tune.scheduler: fifo"
+            f"tune.grace_period: {cfg.tune.grace_period} must be below {epochs_field} = "
+            f"{cfg.optim.epochs} for ASHA to stop anything; lower it, raise the epochs, or use "
+            "tune.scheduler: fifo"
         )
 
 
@@ -401,14 +389,13 @@ def tune_search(cfg: TuneConfig | DistillTuneConfig, overwrite: bool = False) ->
     fresh = not exp.is_used() or overwrite
     exp.claim(overwrite)
     try:
-        context, space = _resolve(cfg)
-        context["experiment"] = exp.uri
+        context, space = _resolve(cfg, exp.uri)
         ensure_ray()
         import ray
 
         concurrency = plan_concurrency(cfg, ray.cluster_resources())
         exp.write_text(TUNE_CONFIG, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-        exp.write_text(CONTEXT, json.dumps(context))
+        exp.write_text(CONTEXT, context.to_json())
         exp.write_text("versions.json", json.dumps(package_versions(), indent=2))
     except BaseException:
         if fresh:
@@ -416,11 +403,11 @@ def tune_search(cfg: TuneConfig | DistillTuneConfig, overwrite: bool = False) ->
         raise
     from ray import tune
 
-    _announce(cfg, exp, space, concurrency, context["default_point"])
+    _announce(cfg, exp, space, concurrency, context.default_point)
     tuner = tune.Tuner(
         _trainable(cfg, context),
         param_space=space,
-        tune_config=_tune_config(cfg, concurrency, context["default_point"]),
+        tune_config=_tune_config(cfg, concurrency, context.default_point),
         run_config=_run_config(cfg, exp),
     )
     tuner.fit()
@@ -440,13 +427,13 @@ def resume_search(experiment: str) -> dict[str, Any]:
     exp = ExperimentDir(experiment)
     try:
         data = yaml.safe_load(exp.read_text(TUNE_CONFIG))
-        context = json.loads(exp.read_text(CONTEXT))
+        context = SearchContext.from_json(exp.read_text(CONTEXT), source=exp.join(CONTEXT))
     except FileNotFoundError as exc:
         raise TransferkitError(
             f"--resume: {experiment} is not a transferkit search folder ({exc})"
         ) from None
     cfg = validate(
-        DistillTuneConfig if context["kind"] == "distill" else TuneConfig,
+        DistillTuneConfig if isinstance(context.base, DistillConfig) else TuneConfig,
         data,
         source=exp.join(TUNE_CONFIG),
     )
@@ -477,10 +464,7 @@ def _announce(
     print(f"[transferkit] space {shown}")
     outside = [k for k, v in point.items() if not space[k].is_valid(v)]
     note = f"; outside the searched range, run once as given: {outside}" if outside else ""
-    print(
-        f"[transferkit] trial 1 of {t.num_samples} runs the base config's values {_plain(point)}"
-        f"{note}"
-    )
+    print(f"[transferkit] trial 1 of {t.num_samples} runs the base config's values {point}{note}")
     if t.num_samples == 1:
         log.warning(
             "tune.num_samples is 1: the only trial is the base config's values; raise it "
@@ -615,7 +599,7 @@ def _default_summary(
 
     out = {
         "trial_id": default_id,
-        "config": _plain({k: row[k] for k in searched}),
+        "config": {k: row[k].item() if hasattr(row[k], "item") else row[k] for k in searched},
         "val_acc": num(row["best_val_acc"]),
         "val_loss": num(row["best_val_loss"]),
     }
@@ -639,7 +623,7 @@ def _existing_checkpoint(row: dict[str, Any], exp: ExperimentDir) -> str:
     return str(kept[-1]) if kept else path
 
 
-def _conclude(cfg, exp: ExperimentDir, context: dict[str, Any]) -> dict[str, Any]:
+def _conclude(cfg, exp: ExperimentDir, context: SearchContext) -> dict[str, Any]:
     import pandas as pd
     from ray import tune
 
@@ -649,12 +633,14 @@ def _conclude(cfg, exp: ExperimentDir, context: dict[str, Any]) -> dict[str, Any
     # while the saved state (what --resume continues) keeps an interrupted trial RUNNING.
     analysis = tune.ExperimentAnalysis(exp.uri, default_metric=metric, default_mode=mode)
     frames = analysis.trial_dataframes
-    searched = [k for k in PARAM_PATHS if any(k in (t.config or {}) for t in analysis.trials)]
+    searched = [
+        k for k in context.space.paths() if any(k in (t.config or {}) for t in analysis.trials)
+    ]
     rows = [
         _trial_row(t, frames.get(t.trial_id), searched, cfg.optim.epochs, metric)
         for t in analysis.trials
     ]
-    default_id = _default_trial_id(analysis.trials, context.get("default_point"))
+    default_id = _default_trial_id(analysis.trials, context.default_point)
     table = pd.DataFrame(rows).sort_values("trial_id").reset_index(drop=True)
     table.insert(2, "is_default", table["trial_id"] == default_id)
     exp.write_text(TRIALS_CSV, table.to_csv(index=False))
@@ -671,13 +657,13 @@ def _conclude(cfg, exp: ExperimentDir, context: dict[str, Any]) -> dict[str, Any
         errors = [str(t.error_file or t.status) for t in analysis.trials]
         raise SearchFailedError(f"every trial failed; see {errors[:3]} in {exp.uri}")
     best = _pick_best(scored, metric).to_dict()
-    sample = {k: best[k] for k in searched}
-    best_cfg = _best_config(cfg, context, exp, sample)
+    best_cfg = _best_config(context, exp, {k: best[k] for k in searched})
+    sample = base_values(best_cfg, searched, context.space)  # typed: an int depth, float rates
     best["checkpoint"] = _existing_checkpoint(best, exp)
     trial_epochs = int(table["epochs_run"].sum())
     best_line = {
         "trial_id": best["trial_id"],
-        "config": _plain(sample),
+        "config": sample,
         "val_acc": float(best["best_val_acc"]),
         "val_loss": float(best["best_val_loss"]),
     }
@@ -699,7 +685,7 @@ def _conclude(cfg, exp: ExperimentDir, context: dict[str, Any]) -> dict[str, Any
         "default": _default_summary(table, default_id, searched, metric),
         "best_is_default": bool(default_id is not None and best["trial_id"] == default_id),
     }
-    exp.write_text(BEST_CONFIG, yaml.safe_dump(best_cfg, sort_keys=False))
+    exp.write_text(BEST_CONFIG, yaml.safe_dump(best_cfg.model_dump(mode="json"), sort_keys=False))
     exp.write_text(BEST_TRIAL, json.dumps(summary, indent=2, default=str))
     exp.write_bytes(PLOT, _plot(table, searched, cfg))
     b = summary["best"]
@@ -717,7 +703,7 @@ def _conclude(cfg, exp: ExperimentDir, context: dict[str, Any]) -> dict[str, Any
     print(f"[transferkit] wrote {summary['trials_csv']}, {summary['plot']}")
     if cfg.tune.tracking == "tensorboard":
         print(f"[transferkit] TensorBoard: tensorboard --logdir {exp.uri}")
-    command = "distill" if context["kind"] == "distill" else "finetune"
+    command = "distill" if isinstance(context.base, DistillConfig) else "finetune"
     print(f"[transferkit] reproduce it: transferkit {command} --config {summary['best_config']}")
     return summary
 
@@ -743,21 +729,11 @@ def _default_line(summary: dict[str, Any]) -> str:
     return f"default values: {metric} {value} (trial {d['trial_id']}, {ran}) vs best {b[metric]:.4f} ({which})"
 
 
-def _plain(sample: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: (int(v) if PARAM_PATHS[k][1] == "freeze_depth" else float(v)) for k, v in sample.items()
-    }
-
-
-def _best_config(cfg, context: dict[str, Any], exp: ExperimentDir, sample: dict[str, Any]) -> dict:
-    """The best trial as a plain ``finetune``/``distill`` config; its output is ``best_run/`` in the
-    experiment folder (``runs/<name>-best`` for a remote experiment)."""
-    data = apply_sample(context["base"], _plain(sample))
-    data["output"] = (
-        str(Path("runs", f"{exp.name}-best").resolve()) if exp.remote else exp.join("best_run")
-    )
-    target = DistillConfig if context["kind"] == "distill" else FinetuneConfig
-    return validate(target, data, source="best trial").model_dump(mode="json")
+def _best_config(context: SearchContext, exp: ExperimentDir, sample: dict[str, Any]):
+    """The best trial as a typed ``finetune``/``distill`` config; its output is ``best_run/`` in
+    the experiment folder (``runs/<name>-best`` for a remote experiment)."""
+    output = str(Path("runs", f"{exp.name}-best").resolve()) if exp.remote else exp.join("best_run")
+    return apply_sample(context.base, sample, context.space).model_copy(update={"output": output})
 
 
 def _print_table(table, searched: list[str], metric: str) -> None:
@@ -824,10 +800,8 @@ def _plot(table, searched: list[str], cfg) -> bytes:
                 zorder=3,
                 label="base config (default)",
             )
-        if (
-            isinstance(getattr(cfg.tune.search, name, None), Range)
-            and getattr(cfg.tune.search, name).log
-        ):
+        domain = getattr(cfg.tune.search, name, None)
+        if isinstance(domain, Range) and domain.log:
             ax.set_xscale("log")
         ax.set_xlabel(name)
         ax.grid(alpha=0.3)

@@ -1,8 +1,11 @@
 """Search spaces: :class:`~transferkit.config.SearchSpace` -> Ray Tune ``param_space``, and a
-trial's sampled values -> a full training config.
+trial's sampled values -> a typed training config.
 
 The ``param_space`` is flat (``{"freeze_depth": tune.choice([...]), "backbone_lr":
-tune.loguniform(...)}``): the keys are the field names the table, the plot and Optuna show.
+tune.loguniform(...)}``): the keys are the field names of the search space, which the table, the
+plot and Optuna show; each names the typed config field it sets (``SearchSpace.paths()``). It is
+the one place where configuration travels as a string-keyed dict: a trial applies its sample to
+the search's typed base config (:func:`apply_sample`).
 
 Every search's first trial is the base config's own values of the searched names
 (:func:`seed_with_base`, passed to the searcher as Ray Tune's ``points_to_evaluate``), so the
@@ -12,14 +15,15 @@ search reports how the defaults did and its best is never worse than them on the
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from transferkit.config import ConfigError, Range, SearchSpace
+from transferkit.config.tune import config_value, with_values
+from transferkit.models.registry import check_freeze_depth
 
 __all__ = [
-    "PARAM_PATHS",
-    "FINETUNE_PARAMS",
-    "KD_PARAMS",
     "param_space",
     "apply_sample",
     "default_freeze_depths",
@@ -28,18 +32,7 @@ __all__ = [
     "same_value",
 ]
 
-# Flat search key -> the dotted path of the config field it sets.
-PARAM_PATHS: dict[str, tuple[str, str]] = {
-    "freeze_depth": ("model", "freeze_depth"),
-    "backbone_lr": ("optim", "backbone_lr"),
-    "head_lr": ("optim", "head_lr"),
-    "weight_decay": ("optim", "weight_decay"),
-    "temperature": ("kd", "temperature"),
-    "hard_weight": ("kd", "hard_weight"),
-    "soft_weight": ("kd", "soft_weight"),
-}
-FINETUNE_PARAMS = ("freeze_depth", "backbone_lr", "head_lr", "weight_decay")
-KD_PARAMS = ("temperature", "hard_weight", "soft_weight")
+C = TypeVar("C", bound=BaseModel)
 
 
 def default_freeze_depths(num_stages: int, pretrained: bool) -> list[int] | None:
@@ -60,7 +53,7 @@ def _domain(value: Range | list[float]):
 
 
 def param_space(
-    space: SearchSpace, num_stages: int, pretrained: bool, distill: bool
+    space: SearchSpace, num_stages: int, pretrained: bool, distill: bool, arch: str = "the model"
 ) -> dict[str, Any]:
     """The flat Ray Tune ``param_space`` for ``space``.
 
@@ -70,6 +63,7 @@ def param_space(
         pretrained: the model starts from weights (otherwise freeze depth is not searched unless
             listed explicitly).
         distill: a distillation search (KD parameters allowed).
+        arch: the architecture, named in a freeze-depth error.
 
     Returns:
         ``{name: domain or constant}`` for the searched names (at least one is a domain).
@@ -87,18 +81,13 @@ def param_space(
         else default_freeze_depths(num_stages, pretrained)
     )
     if depths is not None:
-        bad = [d for d in depths if d > num_stages]
-        if bad:
-            raise ConfigError(
-                f"tune.search.freeze_depth: {bad} exceed the model's {num_stages} stages "
-                f"(allowed: 0..{num_stages})"
-            )
+        check_freeze_depth(depths, num_stages, arch, field="tune.search.freeze_depth")
         out["freeze_depth"] = depths[0] if len(depths) == 1 else tune.choice(sorted(set(depths)))
-    for name in FINETUNE_PARAMS[1:] + KD_PARAMS:
+    for name in type(space).paths():
         value = getattr(space, name)
-        if value is None:
+        if name == "freeze_depth" or value is None:
             continue
-        if name in KD_PARAMS and not distill:
+        if type(space).distill_only(name) and not distill:
             raise ConfigError(
                 f"tune.search.{name}: KD parameters are searched only in a distillation search "
                 "(give a teacher: --teacher RUN or `teacher:` in the config)"
@@ -112,35 +101,41 @@ def param_space(
     return out
 
 
-def apply_sample(base: dict[str, Any], sample: dict[str, Any]) -> dict[str, Any]:
-    """``base`` (a config as a dict) with a trial's sampled values set at their config paths.
+def apply_sample(base: C, sample: dict[str, Any], space: type[SearchSpace] = SearchSpace) -> C:
+    """``base`` (a typed config) with a trial's sampled values set at their config fields.
+
+    The sections a sample touches are re-validated with their new values (``3.0`` becomes the int
+    freeze depth ``3``); ``base`` itself is not modified.
 
     Args:
-        base: ``cfg.model_dump(mode="json")`` of the search's base config.
-        sample: ``{flat name: value}`` as Tune passes it to the trial.
+        base: the search's base config (a :class:`~transferkit.config.FinetuneConfig` or
+            :class:`~transferkit.config.DistillConfig`).
+        sample: ``{search name: value}`` as Tune passes it to the trial.
+        space: the search space type whose fields name the config paths.
 
     Raises:
-        KeyError: a sampled name that is not in :data:`PARAM_PATHS`.
+        KeyError: a sampled name that is not a field of ``space``.
+        ConfigError: a value the config field refuses.
     """
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
-    for name, value in sample.items():
-        section, field = PARAM_PATHS[name]
-        out.setdefault(section, {})[field] = int(value) if field == "freeze_depth" else float(value)
-    return out
+    paths = space.paths()
+    return with_values(
+        base,  # .item(): numpy scalars from a searcher become Python numbers
+        {paths[k]: v.item() if hasattr(v, "item") else v for k, v in sample.items()},
+    )
 
 
-def base_values(base: dict[str, Any], names: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """The base config's own values of ``names`` (flat search keys), read at their config paths.
+def base_values(
+    base: BaseModel, names: list[str] | tuple[str, ...], space: type[SearchSpace] = SearchSpace
+) -> dict[str, Any]:
+    """The base config's own values of ``names`` (search names), read at their config fields.
 
     Args:
-        base: the search's base config as a dict (``cfg.model_dump(mode="json")``).
-        names: keys of :data:`PARAM_PATHS`.
+        base: the search's typed base config.
+        names: fields of ``space``.
+        space: the search space type whose fields name the config paths.
     """
-    out = {}
-    for name in names:
-        section, field = PARAM_PATHS[name]
-        out[name] = base[section][field]
-    return out
+    paths = space.paths()
+    return {name: config_value(base, paths[name]) for name in names}
 
 
 def same_value(a: Any, b: Any) -> bool:
@@ -153,7 +148,7 @@ def same_value(a: Any, b: Any) -> bool:
 
 
 def seed_with_base(
-    space: dict[str, Any], base: dict[str, Any]
+    space: dict[str, Any], base: BaseModel, search: type[SearchSpace] = SearchSpace
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The search's first trial: the base config's values of every searched (non-fixed) name.
 
@@ -176,7 +171,8 @@ def seed_with_base(
 
     Args:
         space: a :func:`param_space` result.
-        base: the search's base config as a dict (``cfg.model_dump(mode="json")``).
+        base: the search's typed base config.
+        search: the search space type whose fields name the config paths.
 
     Returns:
         ``(space, point)``: the space with base values added to the lists that lacked them (a new
@@ -190,7 +186,7 @@ def seed_with_base(
     for name, domain in space.items():
         if not isinstance(domain, Domain):
             continue
-        value = base_values(base, [name])[name]
+        value = base_values(base, [name], search)[name]
         if isinstance(domain, Categorical):
             same = [c for c in domain.categories if same_value(c, value)]
             if same:
