@@ -475,6 +475,11 @@ def export_cmd(
         None, help="Folder of images to validate on (default: the run's test split)."
     ),
     validation_images: int = typer.Option(512, help="How many images to compare."),
+    tta: str = typer.Option(
+        "none",
+        help="Test-time augmentation in the graph: none, hflip (2 views) or d4 (8: rotations "
+        "and flips); logits averaged, one forward pass per view.",
+    ),
 ) -> None:
     """Export a run to ONNX and validate it against PyTorch (fails when any check fails)."""
     from transferkit.config import ConfigError, ExportConfig, validate
@@ -488,6 +493,7 @@ def export_cmd(
                 "opset": opset,
                 "atol": atol,
                 "validation_images": validation_images,
+                "tta": tta,
             },
             source="command line",
         )
@@ -510,7 +516,9 @@ def export_cmd(
     except (PortableModelError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(
-        f"exported {report.onnx_path} ({report.file_bytes / 1e6:.1f} MB, opset {report.opset})\n"
+        f"exported {report.onnx_path} ({report.file_bytes / 1e6:.1f} MB, opset {report.opset}"
+        + (f", test-time augmentation {report.tta}" if report.tta != "none" else "")
+        + ")\n"
         f"validated on {report.images_compared} images ({report.image_source}): max |logit diff| "
         f"{report.max_abs_diff:.2e} (<= {cfg.atol:g}), top-1 agreement {report.top1_agreement:.2%}, "
         f"batches {report.batch_sizes_checked}"

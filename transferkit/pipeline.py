@@ -423,10 +423,10 @@ def _export(
 
         result = {}
         for name, run_dir in runs.items():
+            tta = cfg.export.teacher_tta if name == "teacher" else cfg.export.student_tta
+            onnx_path = str(out / f"{name}.onnx")
             rep = export_onnx(
-                as_config(
-                    cfg.export, ExportConfig, run=str(run_dir), output=str(out / f"{name}.onnx")
-                )
+                as_config(cfg.export, ExportConfig, run=str(run_dir), output=onnx_path, tta=tta)
             )
             result[name] = {
                 "onnx": str(out / f"{name}.onnx"),

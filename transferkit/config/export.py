@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from transferkit.config.base import Strict
 
-__all__ = ["ExportSettings", "ExportConfig", "PipelineExport", "EvaluateConfig"]
+__all__ = ["TTA", "ExportSettings", "ExportConfig", "PipelineExport", "EvaluateConfig"]
+
+#: Test-time augmentation compiled into the exported graph (``transferkit.export.tta``): ``none``,
+#: ``hflip`` (2 views) or ``d4`` (the square's 8 symmetries; one forward pass per view).
+TTA = Literal["none", "hflip", "d4"]
 
 
 class ExportSettings(Strict):
@@ -24,8 +30,17 @@ class ExportSettings(Strict):
     validation_images: int = Field(512, ge=2)
 
 
-PipelineExport = ExportSettings
-"""The pipeline's ``export:`` section (teacher and student are exported alike)."""
+class PipelineExport(ExportSettings):
+    """The pipeline's ``export:`` section: :class:`ExportSettings` for every model, and the
+    test-time augmentation of each.
+
+    Attributes:
+        teacher_tta: views averaged inside the teacher's ONNX graph (see :data:`TTA`).
+        student_tta: the same for the distilled and the label-only student.
+    """
+
+    teacher_tta: TTA = "none"
+    student_tta: TTA = "none"
 
 
 class ExportConfig(ExportSettings):
@@ -36,11 +51,15 @@ class ExportConfig(ExportSettings):
         run: the run folder or ``model.pt``.
         output: the ONNX file written.
         batch_size: batch used for the batch-N check.
+        tta: test-time augmentation compiled into the graph (see :data:`TTA`); the exported
+            model's output is the mean of the views' logits, checked against PyTorch like any
+            export, and the mode is written into the file's metadata.
     """
 
     run: str
     output: str = "model.onnx"
     batch_size: int = Field(16, ge=2, le=4096)
+    tta: TTA = "none"
 
 
 class EvaluateConfig(Strict):

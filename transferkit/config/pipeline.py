@@ -8,7 +8,7 @@ from pydantic import Field
 from transferkit.config.base import Metric, Strict
 from transferkit.config.data import DataConfig
 from transferkit.config.distill import KDConfig
-from transferkit.config.export import EvaluateConfig, ExportSettings
+from transferkit.config.export import EvaluateConfig, PipelineExport
 from transferkit.config.model import ModelConfig, StudentModel
 from transferkit.config.training import OptimConfig, ScalingConf, StudentOptim
 from transferkit.config.tune import StageTune
@@ -109,6 +109,6 @@ class PipelineConfig(Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: PipelineTeacher = Field(default_factory=PipelineTeacher)
     student: PipelineStudent | None = Field(default_factory=PipelineStudent)
-    export: ExportSettings = Field(default_factory=ExportSettings)
+    export: PipelineExport = Field(default_factory=PipelineExport)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)

@@ -26,6 +26,7 @@ import torch
 
 from transferkit.config import ExportConfig, Preprocessing
 from transferkit.errors import TransferkitError
+from transferkit.export.tta import TTAModel
 from transferkit.imaging import load_image, preprocess
 from transferkit.metadata import ModelMetadata
 from transferkit.models import count_parameters
@@ -60,6 +61,7 @@ class ExportReport:
     arch: str
     opset: int
     parameters: int
+    tta: str = "none"
     file_bytes: int = 0
     images_compared: int = 0
     image_source: str = ""
@@ -190,6 +192,8 @@ def export_onnx(cfg: ExportConfig, images: Sequence[str] | None = None) -> Expor
     """
     built, info = load_portable(cfg.run)
     model, prep = built.model.eval(), built.preprocessing
+    if cfg.tta != "none":  # the averaged views are part of the graph, checked like the rest
+        model = TTAModel(model, cfg.tta).eval()
     out = Path(cfg.output).expanduser().resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     if images:
@@ -207,6 +211,7 @@ def export_onnx(cfg: ExportConfig, images: Sequence[str] | None = None) -> Expor
         info["arch"],
         cfg.opset,
         count_parameters(model),
+        tta=cfg.tta,
         image_source=source,
     )
     t0 = time.perf_counter()
@@ -244,6 +249,7 @@ def _write_metadata(
         extra={
             "width_mult": info.get("width_mult", 1.0),
             "parameters": report.parameters,
+            "tta": report.tta,
             "opset": report.opset,
             "max_abs_diff": report.max_abs_diff,
             "top1_agreement": report.top1_agreement,

@@ -10,14 +10,11 @@ al. 2012, ten-crop; Simonyan & Zisserman 2015, flips). It costs one forward pass
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 
-__all__ = ["TTA_VIEWS", "TestTimeAugmented", "views"]
+__all__ = ["TTA_VIEWS", "TTAModel", "views"]
 
-TTA = Literal["none", "hflip", "d4"]
 #: Number of forward passes each mode costs.
 TTA_VIEWS = {"none": 1, "hflip": 2, "d4": 8}
 
@@ -43,7 +40,7 @@ def views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
     return out
 
 
-class TestTimeAugmented(nn.Module):
+class TTAModel(nn.Module):
     """``model`` with its logits averaged over :func:`views` of the input.
 
     Input float32 ``[N, C, S, S]`` (preprocessed as the model expects); output float32 ``[N, K]``
