@@ -602,6 +602,9 @@ def serve(
         _fail(f"--repository {repository}: not a folder")
     import logging
 
+    from transferkit.logs import detach_console
+
+    detach_console()  # the server logs through the root logger, in uvicorn's format
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     from transferkit.serving.server import serve_config
 
@@ -816,7 +819,11 @@ def materialize_cmd(
 
 
 def main() -> None:
-    """Entry point of the ``transferkit`` script."""
+    """Entry point of the ``transferkit`` script: transferkit's log lines on the console
+    (:func:`transferkit.logs.setup_console`), then the command."""
+    from transferkit.logs import setup_console
+
+    setup_console()
     app()
 
 

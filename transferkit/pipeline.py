@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ from transferkit.config import (
 )
 from transferkit.errors import TransferkitError
 
+log = logging.getLogger(__name__)
+
 __all__ = ["run_pipeline", "validate_pipeline", "PipelineError", "stage_configs"]
 
 
@@ -59,7 +62,7 @@ class PipelineError(TransferkitError, RuntimeError):
 
 
 def _say(msg: str) -> None:
-    print(f"[pipeline] {msg}", flush=True)
+    log.info("%s", msg)
 
 
 # ----------------------------------------------------------------------------- stage configs

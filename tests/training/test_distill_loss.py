@@ -7,13 +7,7 @@ from torch.nn import functional as F
 from transferkit.config import ModelConfig, Preprocessing
 from transferkit.models import build_model, set_train_mode
 from transferkit.models.portable import save_portable
-from transferkit.training.distill import (
-    UNLABELED,
-    HintPair,
-    KDObjective,
-    kd_loss,
-    make_kd_objective,
-)
+from transferkit.training.kd import UNLABELED, HintPair, KDObjective, kd_loss, make_kd_objective
 
 
 @pytest.mark.parametrize("T", [0.5, 1.0, 4.0, 20.0])

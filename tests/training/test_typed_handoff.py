@@ -13,7 +13,7 @@ from transferkit.config import (
 )
 from transferkit.data.folder import Splits
 from transferkit.pipeline import stage_configs
-from transferkit.training.distill import KDObjective
+from transferkit.training.kd import KDObjective
 from transferkit.training.objectives import CrossEntropyObjective, make_objective
 
 

@@ -26,5 +26,12 @@ def install() -> list[Path]:
 
 
 if __name__ == "__main__":
+    import logging
+
+    from transferkit.logs import setup_console
+
+    setup_console()
     for p in install():
-        print(f"offline weights available: {p}")
+        logging.getLogger("transferkit.models.weights_install").info(
+            "offline weights available: %s", p
+        )

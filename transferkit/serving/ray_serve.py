@@ -147,10 +147,6 @@ def serve_ray(cfg: ServeConfig) -> None:
             cfg.host,
             cfg.port,
         )
-        print(
-            f"transferkit: Ray Serve deployment ready at http://{cfg.host}:{cfg.port} (Ctrl+C to stop)",
-            flush=True,
-        )
         while not stop["flag"]:
             time.sleep(0.5)
     except KeyboardInterrupt:

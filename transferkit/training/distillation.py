@@ -12,6 +12,7 @@ parameters, test accuracy on the same test images) and ``baseline/`` (the label-
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,10 @@ from transferkit.data.dataset import verify_images
 from transferkit.data.folder import DatasetError, Splits, dataset_folder, scan_images
 from transferkit.models import count_parameters
 from transferkit.models.portable import load_portable
-from transferkit.training.distill import UNLABELED
-from transferkit.training.trainer import _finish, _fit, evaluate_split, load_splits, start_run
+from transferkit.training.kd import UNLABELED
+from transferkit.training.trainer import evaluate_split, finish_run, fit_run, load_splits, start_run
+
+log = logging.getLogger(__name__)
 
 __all__ = ["distill", "teacher_dataset", "student_inputs", "TEACHER_WEIGHTS"]
 
@@ -65,7 +68,7 @@ def _resolve_student_splits(cfg: DistillConfig) -> Splits:
         if not good:
             raise ConfigError(f"unlabeled: {cfg.unlabeled} holds no readable images")
         splits.train = splits.train + good
-        print(f"[transferkit] transfer set: {len(good)} unlabelled images from {cfg.unlabeled}")
+        log.info(f"transfer set: {len(good)} unlabelled images from {cfg.unlabeled}")
     return splits
 
 
@@ -138,14 +141,14 @@ def distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -
         cfg, resume, overwrite, splits=splits, preprocessing=_student_preprocessing(cfg, t_prep)
     )
     s_prep = plan.preprocessing
-    print(
-        f"[transferkit] teacher {t_info['arch']} ({count_parameters(teacher.model):,} parameters) "
+    log.info(
+        f"teacher {t_info['arch']} ({count_parameters(teacher.model):,} parameters) "
         f"-> student {cfg.model.arch} x{cfg.model.width_mult} "
         f"({count_parameters(plan.built.model):,}); T={cfg.kd.temperature}, "
         f"hard_weight={cfg.kd.hard_weight}, soft_weight={cfg.kd.soft_weight}"
     )
-    result = _fit(plan, teacher_preprocessing=t_prep if t_prep != s_prep else None)
-    student = _finish(plan, result)
+    result = fit_run(plan, teacher_preprocessing=t_prep if t_prep != s_prep else None)
+    student = finish_run(plan, result)
     teacher_test = evaluate_split(
         teacher.model, plan.splits.test, t_prep, len(t_info["class_names"])
     )
@@ -165,7 +168,7 @@ def _run_baseline(
     out = Path(cfg.output).expanduser().resolve() / "baseline"
     base = as_config(cfg, FinetuneConfig, output=str(out))
     if (out / "model.pt").is_file():
-        print(f"[transferkit] label-only baseline already trained: {out}")
+        log.info(f"label-only baseline already trained: {out}")
     else:
         labelled = Splits(
             splits.class_names,
@@ -180,7 +183,7 @@ def _run_baseline(
                 update={"data": base.data.model_copy(update={"dataset": cfg.baseline_dataset})}
             )
             labelled = None
-        print(f"[transferkit] training the label-only baseline in {out}")
+        log.info(f"training the label-only baseline in {out}")
         plan = start_run(
             base,
             resume=resume and out.exists(),
@@ -188,7 +191,7 @@ def _run_baseline(
             splits=labelled,
             preprocessing=prep,
         )
-        _finish(plan, _fit(plan))
+        finish_run(plan, fit_run(plan))
     built, _ = load_portable(out)  # scored on the student's test split, whatever it trained on
     test = evaluate_split(built.model, splits.test, built.preprocessing, len(splits.class_names))
     return {"run_dir": str(out), "dataset": cfg.baseline_dataset or cfg.data.dataset, **test}
@@ -229,7 +232,7 @@ def _report(cfg, plan, t_info, teacher, teacher_test, student, baseline) -> dict
     (plan.run_dir / "distill_report.json").write_text(json.dumps(report, indent=2))
     md = _markdown(report)
     (plan.run_dir / "distill_report.md").write_text(md)
-    print(md)
+    log.info("%s", md.rstrip())
     return report
 
 

@@ -11,6 +11,7 @@ share this loop.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import sys
 import tempfile
@@ -31,10 +32,13 @@ from transferkit.data.dataset import (
     build_transform,
 )
 from transferkit.data.folder import Splits
+from transferkit.logs import quiet_ray_train, setup_console
 from transferkit.models import BuiltModel, build_model, param_groups, set_train_mode
 from transferkit.training.evaluate import eval_sums, sums_to_metrics
 from transferkit.training.objectives import class_weights, make_objective
 from transferkit.training.schedule import warmup_cosine
+
+log = logging.getLogger(__name__)
 
 __all__ = ["train_loop_per_worker", "make_optimizer", "seed_everything", "STATE_FILE"]
 
@@ -148,9 +152,18 @@ class _WithExtras(torch.nn.Module):
 
 
 def _say(message: str) -> None:
-    """One line to the worker's real stdout (forwarded to the driver once). Ray Train patches
-    ``print`` to also log through the root logger, which shows every line twice."""
-    print(message, file=sys.__stdout__, flush=True)
+    """One line to the worker's real stdout (forwarded to the driver once), through the
+    ``transferkit`` logger (see :func:`_worker_console`)."""
+    log.info("%s", message.removeprefix("[transferkit] "))
+
+
+def _worker_console() -> None:
+    """In a Ray Train worker: transferkit's lines go to the real stdout once (Ray Train patches
+    ``print`` and the root logger, which would show every line twice), and Ray Train's per-rank
+    INFO lines are turned down (:func:`transferkit.logs.quiet_ray_train`)."""
+    setup_console(stream=sys.__stdout__)
+    logging.getLogger("transferkit").propagate = False
+    quiet_ray_train()
 
 
 def _to(images, device):
@@ -184,6 +197,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    _worker_console()
     cfg: FinetuneConfig = config["cfg"]
     splits: Splits = config["splits"]
     prep: Preprocessing = config["preprocessing"]

@@ -98,7 +98,7 @@ def make_objective(cfg: FinetuneConfig, class_weight: torch.Tensor | None) -> Ob
     :class:`~transferkit.config.DistillConfig`, otherwise cross-entropy with the config's label
     smoothing; both weighted by ``class_weight``."""
     if isinstance(cfg, DistillConfig):
-        from transferkit.training.distill import make_kd_objective
+        from transferkit.training.kd import make_kd_objective
 
         objective = make_kd_objective(cfg)
         objective.class_weight = class_weight

@@ -38,6 +38,8 @@ from transferkit.training.loop import STATE_FILE, train_loop_per_worker
 
 __all__ = [
     "finetune",
+    "fit_run",
+    "finish_run",
     "RunExistsError",
     "TrainingError",
     "resolve_preprocessing",
@@ -139,7 +141,7 @@ def load_splits(cfg: FinetuneConfig) -> Splits:
     splits.train, splits.val, splits.test = good_train, good_val, good_test
     splits.skipped = bad_tr + bad_val + bad_te
     if splits.skipped:
-        print(f"[transferkit] skipped {len(splits.skipped)} unreadable image(s); see splits.json")
+        log.info(f"skipped {len(splits.skipped)} unreadable image(s); see splits.json")
     return splits
 
 
@@ -265,7 +267,7 @@ def finetune(
         TrainingError when the distributed run fails.
     """
     plan = start_run(cfg, resume, overwrite, splits=splits)
-    return _finish(plan, _fit(plan))
+    return finish_run(plan, fit_run(plan))
 
 
 def start_run(cfg: FinetuneConfig, resume: bool, overwrite: bool, **prepare_kwargs: Any) -> RunPlan:
@@ -282,15 +284,15 @@ def start_run(cfg: FinetuneConfig, resume: bool, overwrite: bool, **prepare_kwar
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     counts = plan.splits.counts()
-    print(f"[transferkit] run folder {plan.run_dir}")
-    print(
-        f"[transferkit] data {counts} classes={len(plan.splits.class_names)}; "
+    log.info(f"run folder {plan.run_dir}")
+    log.info(
+        f"data {counts} classes={len(plan.splits.class_names)}; "
         f"input {plan.preprocessing.input_size}px; model {cfg.model.arch} "
         f"({count_parameters(plan.built.model):,} parameters, freeze_depth={cfg.model.freeze_depth}"
         f" of {len(plan.built.stages)} stages)"
     )
-    print(
-        f"[transferkit] {cfg.scaling.num_workers} workers x batch {cfg.optim.batch_size} = global "
+    log.info(
+        f"{cfg.scaling.num_workers} workers x batch {cfg.optim.batch_size} = global "
         f"batch {cfg.scaling.num_workers * cfg.optim.batch_size}"
     )
     return plan
@@ -351,7 +353,19 @@ def make_trainer(
     )
 
 
-def _fit(plan: RunPlan, teacher_preprocessing: Preprocessing | None = None) -> Any:
+def fit_run(plan: RunPlan, teacher_preprocessing: Preprocessing | None = None) -> Any:
+    """Run the planned Ray Train job (fine-tuning, distillation or a baseline: the same driver).
+
+    Args:
+        plan: from :func:`start_run` (config, splits, preprocessing, run folder, resume).
+        teacher_preprocessing: for a distillation whose teacher sees other inputs.
+
+    Returns:
+        Ray Train's ``Result`` (its ``checkpoint`` is the latest one).
+
+    Raises:
+        TrainingError: the workers failed (the cause chained).
+    """
     trainer = make_trainer(
         plan.cfg,
         plan.splits,
@@ -388,7 +402,15 @@ def _load_state(checkpoint) -> dict[str, Any]:
         return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
 
 
-def _finish(plan: RunPlan, result: Any, source: str | None = None) -> dict[str, Any]:
+def finish_run(plan: RunPlan, result: Any, source: str | None = None) -> dict[str, Any]:
+    """Write the run's ``model.pt`` (best epoch by ``cfg.metric``), history and test metrics.
+
+    Returns:
+        The run summary (best epoch, its metrics, test metrics, file paths).
+
+    Raises:
+        TrainingError: the run produced no checkpoint.
+    """
     cfg, run_dir = plan.cfg, plan.run_dir
     if result.checkpoint is None:
         raise TrainingError(f"training produced no checkpoint in {run_dir}")
@@ -437,19 +459,19 @@ def _finish(plan: RunPlan, result: Any, source: str | None = None) -> dict[str, 
         "parameters": count_parameters(model),
         **test,
     }
-    print(
-        f"[transferkit] best epoch {best['epoch']} by {cfg.metric}: val_acc {best['val_acc']:.4f}"
+    log.info(
+        f"best epoch {best['epoch']} by {cfg.metric}: val_acc {best['val_acc']:.4f}"
         + (f", balanced {best['val_balanced_acc']:.4f}" if "val_balanced_acc" in best else "")
     )
     if test:
         recalls = ", ".join(
             f"{n} {v['recall']:.3f}" for n, v in test["test_report"]["per_class"].items()
         )
-        print(
-            f"[transferkit] test: top-1 {test['test_acc']:.4f} on {int(test['test_images'])} images"
+        log.info(
+            f"test: top-1 {test['test_acc']:.4f} on {int(test['test_images'])} images"
             + (f", top-5 {test['test_top5']:.4f}" if "test_top5" in test else "")
             + f", balanced {test['test_balanced_acc']:.4f}"
             + (f"; recall {recalls}" if len(plan.splits.class_names) <= 10 else "")
         )
-    print(f"[transferkit] wrote {run_dir / 'model.pt'}")
+    log.info(f"wrote {run_dir / 'model.pt'}")
     return summary

@@ -444,7 +444,7 @@ def resume_search(experiment: str) -> dict[str, Any]:
     plan_concurrency(cfg, ray.cluster_resources())
     if not tune.Tuner.can_restore(exp.uri):
         raise TransferkitError(f"--resume: {exp.uri} holds no Tune experiment state to restore")
-    print(f"[transferkit] resuming the search in {exp.uri}")
+    log.info(f"resuming the search in {exp.uri}")
     tuner = tune.Tuner.restore(
         exp.uri, trainable=_trainable(cfg, context), resume_unfinished=True, resume_errored=True
     )
@@ -457,21 +457,21 @@ def _announce(
 ) -> None:
     t, s = cfg.tune, cfg.scaling
     shown = {k: _describe(v) for k, v in space.items()}
-    print(
-        f"[transferkit] search in {exp.uri}: {t.num_samples} trials x up to {cfg.optim.epochs} "
+    log.info(
+        f"search in {exp.uri}: {t.num_samples} trials x up to {cfg.optim.epochs} "
         f"epochs, {t.searcher} search, {t.scheduler} scheduler, metric {t.metric} ({_mode(t.metric)})"
     )
-    print(f"[transferkit] space {shown}")
+    log.info(f"space {shown}")
     outside = [k for k, v in point.items() if not space[k].is_valid(v)]
     note = f"; outside the searched range, run once as given: {outside}" if outside else ""
-    print(f"[transferkit] trial 1 of {t.num_samples} runs the base config's values {point}{note}")
+    log.info(f"trial 1 of {t.num_samples} runs the base config's values {point}{note}")
     if t.num_samples == 1:
         log.warning(
             "tune.num_samples is 1: the only trial is the base config's values; raise it "
             "to search anything"
         )
-    print(
-        f"[transferkit] each trial: {s.num_workers} Ray Train worker(s) x {s.cpus_per_worker:g} CPU "
+    log.info(
+        f"each trial: {s.num_workers} Ray Train worker(s) x {s.cpus_per_worker:g} CPU "
         f"+ {t.trial_cpu:g} CPU for the trial; up to {concurrency or 'unlimited'} at once"
     )
 
@@ -689,22 +689,22 @@ def _conclude(cfg, exp: ExperimentDir, context: SearchContext) -> dict[str, Any]
     exp.write_text(BEST_TRIAL, json.dumps(summary, indent=2, default=str))
     exp.write_bytes(PLOT, _plot(table, searched, cfg))
     b = summary["best"]
-    print(
-        f"[transferkit] {len(rows)} trials, {trial_epochs} trial-epochs of "
+    log.info(
+        f"{len(rows)} trials, {trial_epochs} trial-epochs of "
         f"{len(rows) * cfg.optim.epochs} possible; {summary['stopped_early']} stopped early, "
         f"{summary['errored']} failed"
     )
-    print(
-        f"[transferkit] best trial {b['trial_id']}: {metric} {b[metric]:.4f} (val_acc "
+    log.info(
+        f"best trial {b['trial_id']}: {metric} {b[metric]:.4f} (val_acc "
         f"{b['val_acc']:.4f}) at epoch {b['epoch']} with {b['config']}"
     )
-    print(f"[transferkit] {_default_line(summary)}")
-    print(f"[transferkit] best checkpoint {b['checkpoint']}")
-    print(f"[transferkit] wrote {summary['trials_csv']}, {summary['plot']}")
+    log.info(f"{_default_line(summary)}")
+    log.info(f"best checkpoint {b['checkpoint']}")
+    log.info(f"wrote {summary['trials_csv']}, {summary['plot']}")
     if cfg.tune.tracking == "tensorboard":
-        print(f"[transferkit] TensorBoard: tensorboard --logdir {exp.uri}")
+        log.info(f"TensorBoard: tensorboard --logdir {exp.uri}")
     command = "distill" if isinstance(context.base, DistillConfig) else "finetune"
-    print(f"[transferkit] reproduce it: transferkit {command} --config {summary['best_config']}")
+    log.info(f"reproduce it: transferkit {command} --config {summary['best_config']}")
     return summary
 
 
@@ -755,7 +755,7 @@ def _print_table(table, searched: list[str], metric: str) -> None:
             shown[name] = shown[name].map(lambda v: f"{v:.2e}" if isinstance(v, float) else v)
     for col in scores:
         shown[col] = shown[col].map(lambda v: f"{v:.4f}")
-    print(shown.to_string(index=False))
+    log.info("trials:\n%s", shown.to_string(index=False))
 
 
 def _y_axis(metric: str) -> tuple[str, float, str]:
