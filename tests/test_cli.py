@@ -137,3 +137,44 @@ def test_tune_mistakes_name_the_field_before_ray_starts(tmp_path):
     r = tk("tune", "--output", used)
     assert r.returncode == 2 and "--resume" in r.stderr and "--overwrite" in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_a_user_mistake_exits_2_and_a_bug_keeps_its_traceback():
+    """The CLI adapter: transferkit's own errors are a one-line message and exit 2; a plain
+    ValueError from inside the library is a bug, not the user's mistake, and is not disguised."""
+    import typer
+
+    from transferkit.cli import _run
+    from transferkit.errors import UsageError
+
+    def mistake():
+        raise UsageError("split 'tset': allowed values are test, val, train, all")
+
+    def bug():
+        raise ValueError("operands could not be broadcast together")
+
+    with pytest.raises(typer.Exit) as info:
+        _run(mistake)
+    assert info.value.exit_code == 2
+    with pytest.raises(ValueError, match="broadcast"):
+        _run(bug)
+
+
+def test_every_transferkit_error_class_derives_from_the_base_error():
+    import inspect
+    import pkgutil
+
+    import transferkit
+    from transferkit.errors import TransferkitError
+
+    skip = {"transferkit.demo", "transferkit.cli"}
+    found = []
+    for m in pkgutil.walk_packages(transferkit.__path__, "transferkit."):
+        if m.name in skip or m.name.startswith("transferkit.serving.ray_serve"):
+            continue
+        mod = __import__(m.name, fromlist=["_"])
+        for name, obj in vars(mod).items():
+            if inspect.isclass(obj) and issubclass(obj, Exception) and obj.__module__ == m.name:
+                found.append(obj)
+                assert issubclass(obj, TransferkitError), f"{m.name}.{name}"
+    assert len(found) >= 10

@@ -21,7 +21,10 @@ data_app = typer.Typer(no_args_is_help=True, help="Bundled datasets.")
 app.add_typer(data_app, name="data")
 
 # Exceptions that mean "the user asked for something wrong": message + exit code 2, no traceback.
-_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileExistsError, FileNotFoundError)
+# transferkit's own errors (TransferkitError: ConfigError, UsageError, DatasetError, ...) and a
+# path that is missing or already taken. Any other exception, a plain ValueError included, is a
+# bug: it keeps its traceback (exit 1).
+_USER_ERRORS: tuple[type[BaseException], ...] = (FileExistsError, FileNotFoundError)
 
 
 def _fail(msg: str, code: int = 2) -> None:
@@ -506,6 +509,7 @@ def export_cmd(
         if not images.is_dir():
             _fail(f"--images {images}: not a folder")
         paths = [str(p) for p in sorted(images.rglob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS]
+    from transferkit.errors import TransferkitError
     from transferkit.export.onnx_export import ExportValidationError, export_onnx
     from transferkit.models.portable import PortableModelError
 
@@ -513,7 +517,7 @@ def export_cmd(
         report = export_onnx(cfg, images=paths)
     except ExportValidationError as exc:
         _fail(str(exc), code=1)
-    except (PortableModelError, ValueError) as exc:
+    except (PortableModelError, TransferkitError) as exc:
         _fail(str(exc))
     typer.echo(
         f"exported {report.onnx_path} ({report.file_bytes / 1e6:.1f} MB, opset {report.opset}"

@@ -9,3 +9,9 @@ All of them pickle (they cross Ray process boundaries).
 
 class TransferkitError(Exception):
     """Base class of transferkit's user-facing errors."""
+
+
+class UsageError(TransferkitError, ValueError):
+    """A request that cannot be carried out as given (an argument, a file of the wrong kind, a
+    name that does not exist); the message names what to change. Any other ``ValueError`` is a
+    bug and keeps its traceback."""

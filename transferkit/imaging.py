@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from transferkit.errors import TransferkitError
 from transferkit.preprocessing import Preprocessing
 
 __all__ = [
@@ -34,7 +35,7 @@ _RESAMPLE = {
 }
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(TransferkitError, ValueError):
     """Bytes or a file that do not decode to an image (or exceed the pixel limit)."""
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from transferkit.config import Preprocessing
+from transferkit.errors import TransferkitError
 
 __all__ = ["ModelMetadata", "MetadataError", "FORMAT_VERSION"]
 
@@ -30,7 +31,7 @@ FORMAT_VERSION = "1"
 _P = "transferkit."
 
 
-class MetadataError(ValueError):
+class MetadataError(TransferkitError, ValueError):
     """The ONNX file lacks transferkit metadata or holds an unreadable value."""
 
 

@@ -17,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
+from transferkit.errors import TransferkitError
+
 __all__ = [
     "ConfigError",
     "Strict",
@@ -37,7 +39,7 @@ Metric = Literal["val_acc", "val_balanced_acc", "val_macro_f1", "val_loss"]
 maximised); balanced accuracy (mean per-class recall) and macro F1 suit imbalanced classes."""
 
 
-class ConfigError(ValueError):
+class ConfigError(TransferkitError, ValueError):
     """A configuration value is invalid; the message names the field and what is allowed.
 
     Picklable (plain ``ValueError`` with one string), so it crosses Ray process boundaries.

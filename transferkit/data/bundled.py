@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from transferkit.errors import TransferkitError
+from transferkit.errors import TransferkitError, UsageError
 
 __all__ = [
     "BUNDLED",
@@ -99,7 +99,7 @@ def elpv_label(cell: ElpvCell, scheme: str) -> str:
         return f"p{int(round(cell.probability * 100)):03d}"
     if scheme == "type":
         return cell.cell_type
-    raise ValueError(f"unknown ELPV label scheme {scheme!r}; known: {', '.join(ELPV_SCHEMES)}")
+    raise UsageError(f"unknown ELPV label scheme {scheme!r}; known: {', '.join(ELPV_SCHEMES)}")
 
 
 def _elpv_root() -> Path:
@@ -185,7 +185,7 @@ def materialize(name: str, out_dir: str | Path, overwrite: bool = False) -> dict
         MissingExtraError: the dataset's package is not installed (names the extra).
     """
     if name not in BUNDLED:
-        raise ValueError(f"unknown bundled dataset {name!r}; known: {', '.join(sorted(BUNDLED))}")
+        raise UsageError(f"unknown bundled dataset {name!r}; known: {', '.join(sorted(BUNDLED))}")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} is not empty; choose another folder or pass --overwrite")

@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transferkit.errors import TransferkitError
 from transferkit.imaging import IMAGE_EXTENSIONS
 
 __all__ = [
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 Sample = tuple[str, int]  # (absolute path, class index)
 
 
-class DatasetError(ValueError):
+class DatasetError(TransferkitError, ValueError):
     """The dataset argument is neither a bundled name nor a usable ImageFolder."""
 
 

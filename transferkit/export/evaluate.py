@@ -18,6 +18,7 @@ import numpy as np
 
 from transferkit.config import DataConfig, EvaluateConfig, validate
 from transferkit.data.folder import Sample, Splits, resolve_splits
+from transferkit.errors import UsageError
 from transferkit.export.scoring import (
     Scores,
     figures,
@@ -53,7 +54,7 @@ def _split_samples(splits: Splits, split: str) -> list[Sample]:
     samples = samples if samples is not None else list(getattr(splits, split))
     if not samples:
         counts = ", ".join(f"{k} {v}" for k, v in splits.counts().items())
-        raise ValueError(
+        raise UsageError(
             f"the {split} split of {splits.source} is empty ({counts} images); choose "
             "another --split or change the split fractions"
         )
@@ -73,7 +74,7 @@ def _to_model_classes(
     used = sorted({folder_classes[y] for _, y in samples})
     unknown = [name for name in used if name not in index]
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"the dataset has class folder(s) {', '.join(map(repr, unknown))} that the model does not "
             f"know; the model's classes are {', '.join(map(repr, model_classes))}"
         )
@@ -185,7 +186,7 @@ def _check_ranges(split, dataset, val_fraction, test_fraction, threads, batch_si
         ValueError: unknown ``split``; ``ConfigError`` for a value out of its config range.
     """
     if split not in SPLITS:
-        raise ValueError(f"split {split!r}: allowed values are {', '.join(SPLITS)}")
+        raise UsageError(f"split {split!r}: allowed values are {', '.join(SPLITS)}")
     data = {"dataset": dataset, "val_fraction": val_fraction, "test_fraction": test_fraction}
     validate(DataConfig, data, "evaluate")
     run = {"threads": threads, "latency_batches": list(batch_sizes), "latency_runs": runs}
@@ -200,5 +201,5 @@ def _errors_csv(model: str | Path, split: str, errors_csv: str | Path | None) ->
     """
     path = Path(errors_csv or f"{Path(model).stem}.{split}.misclassified.csv")
     if path.is_dir():
-        raise ValueError(f"--errors {path}: is a folder; give the path of a .csv file to write")
+        raise UsageError(f"--errors {path}: is a folder; give the path of a .csv file to write")
     return path

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from transferkit.config import ExportConfig, Preprocessing
-from transferkit.errors import TransferkitError
+from transferkit.errors import TransferkitError, UsageError
 from transferkit.export.tta import TTAModel
 from transferkit.imaging import load_image, preprocess
 from transferkit.metadata import ModelMetadata
@@ -201,7 +201,7 @@ def export_onnx(cfg: ExportConfig, images: Sequence[str] | None = None) -> Expor
     else:
         paths, source = validation_images_for(info, cfg.validation_images)
     if len(paths) < 2:
-        raise ValueError(
+        raise UsageError(
             f"no real images to validate the export of {cfg.run} on (its splits.json lists none "
             "that exist); pass image paths (`transferkit export RUN --images DIR`)"
         )

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from transferkit.data.folder import Sample
+from transferkit.errors import UsageError
 from transferkit.filetype import not_onnx_reason
 from transferkit.imaging import ImageDecodeError, load_image, preprocess
 from transferkit.metadata import MetadataError, ModelMetadata
@@ -57,17 +58,17 @@ def open_model(path: str | Path, threads: int = 0) -> tuple[Any, ModelMetadata, 
     """
     path = Path(path)
     if threads < 0:
-        raise ValueError(f"threads must be >= 0 (0 = automatic); got {threads}")
+        raise UsageError(f"threads must be >= 0 (0 = automatic); got {threads}")
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model {path}: file not found")
     threads = threads or min(4, os.cpu_count() or 1)
     reason = not_onnx_reason(path)  # ORT's answer to any wrong file: "Protobuf parsing failed"
     if reason is not None:
-        raise ValueError(reason)
+        raise UsageError(reason)
     try:
         sess = _session(path, threads)
     except Exception as exc:  # noqa: BLE001 - ORT raises its own, non-exported exception types
-        raise ValueError(f"{path} is not a loadable ONNX model: {exc}") from exc
+        raise UsageError(f"{path} is not a loadable ONNX model: {exc}") from exc
     try:
         meta = ModelMetadata.from_props(sess.get_modelmeta().custom_metadata_map)
     except MetadataError as exc:
@@ -166,7 +167,7 @@ def score_samples(
         kept += batch[: max(0, keep_inputs - len(kept))]
         logits.append(sess.run([out_name], {in_name: x})[0])
     if not paths:
-        raise ValueError(
+        raise UsageError(
             f"none of the {len(samples)} images could be read (see the warnings above)"
         )
     shape = (0, prep.channels, prep.input_size, prep.input_size)
@@ -242,7 +243,7 @@ def onnx_figures(
         MetadataError: the file has no transferkit metadata.
     """
     if not samples:
-        raise ValueError("onnx_figures: no labelled images to evaluate on")
+        raise UsageError("onnx_figures: no labelled images to evaluate on")
     path = Path(path)
     sess, meta, threads = open_model(path, threads)
     _, f = figures(sess, meta, samples, batch_sizes, runs)

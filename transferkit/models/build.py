@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from transferkit.config import ModelConfig, Preprocessing
+from transferkit.errors import UsageError
 from transferkit.models.registry import (
     ArchSpec,
     FreezeDepthError,
@@ -127,7 +128,7 @@ def _construct(spec: ArchSpec, cfg: ModelConfig, num_classes: int) -> tuple[nn.M
     kwargs: dict[str, Any] = {"num_classes": num_classes}
     if cfg.width_mult != 1.0:
         if not spec.supports_width_mult:
-            raise ValueError(
+            raise UsageError(
                 f"model.width_mult={cfg.width_mult} is not supported by {spec.name} "
                 "(only mobilenet_v2, mobilenet_v3_small, mobilenet_v3_large); use 1.0"
             )

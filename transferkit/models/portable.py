@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from transferkit.config import ModelConfig, Preprocessing
+from transferkit.errors import TransferkitError
 from transferkit.filetype import not_checkpoint_reason
 from transferkit.models.build import BuiltModel, build_model
 
@@ -26,7 +27,7 @@ __all__ = ["FORMAT", "save_portable", "load_portable", "PortableModelError"]
 FORMAT = "transferkit.model/1"
 
 
-class PortableModelError(ValueError):
+class PortableModelError(TransferkitError, ValueError):
     """A file that is not a transferkit ``model.pt`` (or a run folder without one)."""
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from transferkit.config import ConfigError
+from transferkit.errors import TransferkitError
 
 if TYPE_CHECKING:  # torch stays out of name lookups (the CLI checks names before importing it)
     from torch import nn
@@ -34,7 +35,7 @@ __all__ = [
 ]
 
 
-class UnknownArchError(ValueError):
+class UnknownArchError(TransferkitError, ValueError):
     """An architecture name that is not registered; the message lists the known names."""
 
 

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from transferkit.errors import UsageError
+
 __all__ = ["ModelSource", "discover_models", "NAME_PATTERN"]
 
 #: Model names and versions appear in URLs: letters, digits, ``_``, ``.``, ``-``.
@@ -42,7 +44,7 @@ class ModelSource:
 
 def _check_name(name: str, what: str) -> None:
     if not NAME_PATTERN.match(name):
-        raise ValueError(
+        raise UsageError(
             f"{what} {name!r}: use letters, digits, '_', '.' or '-' (it appears in URLs)"
         )
 
@@ -63,7 +65,7 @@ def _repository_models(repo: Path) -> list[ModelSource]:
             key=lambda v: int(v.name),
         )
         if not versions:
-            raise ValueError(
+            raise UsageError(
                 f"model folder {model_dir} has no version: expected {model_dir}/<version>/model.onnx "
                 "with a numeric version (Triton's layout), e.g. 1/model.onnx"
             )
@@ -91,7 +93,7 @@ def discover_models(
             with other than one file.
     """
     if name is not None and len(files) != 1:
-        raise ValueError(f"name={name!r} needs exactly one model file; got {len(files)}")
+        raise UsageError(f"name={name!r} needs exactly one model file; got {len(files)}")
     found: list[ModelSource] = []
     for f in files:
         path = Path(f)
@@ -103,14 +105,14 @@ def discover_models(
     if repository is not None:
         found += _repository_models(Path(repository))
     if not found:
-        raise ValueError(
+        raise UsageError(
             "no models to serve: give .onnx files or a repository with REPO/<name>/<version>/model.onnx"
         )
     seen: dict[tuple[str, str], Path] = {}
     for src in found:
         key = (src.name, src.version)
         if key in seen:
-            raise ValueError(
+            raise UsageError(
                 f"model {src.name!r} version {src.version} is given twice ({seen[key]} and {src.path}); "
                 "rename one file"
             )

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from anyio import to_thread
 
+from transferkit.errors import UsageError
 from transferkit.metadata import MetadataError
 from transferkit.serving.batching import DynamicBatcher
 from transferkit.serving.errors import (
@@ -225,9 +226,9 @@ def model_sources(
     """
     items = list(models) if isinstance(models, (list, tuple)) else [models]
     if not items:
-        raise ValueError("no models to serve")
+        raise UsageError("no models to serve")
     if name is not None and len(items) != 1:
-        raise ValueError(f"name={name!r} needs exactly one model; got {len(items)}")
+        raise UsageError(f"name={name!r} needs exactly one model; got {len(items)}")
     sources: list[ModelSource] = []
     loaded: dict[tuple[str, str], OnnxClassifier] = {}
     for m in items:
@@ -241,7 +242,7 @@ def model_sources(
         else:
             src = ModelSource(name or Path(m).stem, "1", Path(m))
         if any((s.name, s.version) == (src.name, src.version) for s in sources):
-            raise ValueError(f"model {src.name!r} version {src.version} is given twice")
+            raise UsageError(f"model {src.name!r} version {src.version} is given twice")
         sources.append(src)
     return sources, loaded
 

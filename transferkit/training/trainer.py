@@ -70,7 +70,7 @@ PACKAGES = (
 )
 
 
-class RunExistsError(FileExistsError):
+class RunExistsError(TransferkitError, FileExistsError):
     """The run folder exists and neither ``--resume`` nor ``--overwrite`` was given."""
 
 
