@@ -17,7 +17,7 @@ MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60  # physical lines, the ``def`` line to the end, docstring included
 
 #: The layers below the HTTP layer: they must import without FastAPI, Starlette or uvicorn.
-NO_HTTP = ["runtime", "batching", "model", "limits", "errors", "oip", "repository", "filetype"]
+NO_HTTP = ["runtime", "batching", "model", "limits", "errors", "oip", "repository"]
 
 
 def test_the_runtime_imports_no_http_library() -> None:

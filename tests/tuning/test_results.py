@@ -5,6 +5,7 @@ stand-ins; no Ray cluster (``ExperimentAnalysis`` is replaced by a stand-in)."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 from types import SimpleNamespace
 
@@ -156,8 +157,9 @@ def _frame(rows: list[tuple], ckpt: str = "") -> pd.DataFrame:
 
 
 def test_conclude_compares_the_default_with_the_best_by_the_search_metric(
-    tmp_path, monkeypatch, capsys
+    tmp_path, monkeypatch, caplog
 ):
+    caplog.set_level(logging.INFO, logger="transferkit")
     cfg = TuneConfig.model_validate(
         {
             "optim": {"epochs": 4},
@@ -246,7 +248,7 @@ def test_conclude_compares_the_default_with_the_best_by_the_search_metric(
         table
     )
     assert (tmp_path / "exp" / "tune_plot.png").read_bytes()[:4] == b"\x89PNG"
-    out = capsys.readouterr().out
+    out = caplog.text  # the search's summary lines are log records (transferkit.logs)
     assert (
         "default values: val_balanced_acc 0.8500 (trial abc_00000, stopped early by the scheduler "
         "after 2 epochs) vs best 0.9300 (trial abc_00001)"
