@@ -77,7 +77,8 @@ def test_finetune_then_export_from_the_command_line(ray_cluster, digits_80_20, t
         run,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "2 workers x batch 16 = global batch 32" in r.stdout and (run / "model.pt").is_file()
+    said = r.stdout + r.stderr  # log lines go to stderr
+    assert "2 workers x batch 16 = global batch 32" in said and (run / "model.pt").is_file()
     r = tk("finetune", "--dataset", digits_80_20[0], "--output", run)
     assert r.returncode == 2 and str(run) in r.stderr and "--resume" in r.stderr
     # One epoch at 16 px leaves extreme BatchNorm statistics: fp32 differences reach ~2e-4 here

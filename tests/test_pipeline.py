@@ -161,8 +161,9 @@ def test_killed_during_distillation_resumes_there_and_the_demo_serves_the_studen
 
     r = subprocess.run(demo, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-3000:]
-    assert "stage tune-teacher: up to date" in r.stdout and "stage teacher: up to date" in r.stdout
-    assert "stage student: running (resuming an interrupted run)" in r.stdout
+    said = r.stdout + r.stderr  # log lines go to stderr (transferkit.logs), data to stdout
+    assert "stage tune-teacher: up to date" in said and "stage teacher: up to date" in said
+    assert "stage student: running (resuming an interrupted run)" in said
     assert "resumed from epoch" in r.stdout + r.stderr  # a worker's line (Ray forwards it)
     assert _mtimes([Path(p) for p in upstream]) == upstream  # not re-tuned, not re-trained
     report = json.loads((out / "report.json").read_text())
@@ -173,7 +174,9 @@ def test_killed_during_distillation_resumes_there_and_the_demo_serves_the_studen
         assert m["latency_ms"]["1"]["p50"] > 0
     md = (out / "report.md").read_text()
     assert "| teacher |" in md and "| student |" in md and (out / "training_curves.png").is_file()
-    assert "served over HTTP" in r.stdout and "report:" in r.stdout
+    assert "served over HTTP" in r.stdout + r.stderr and "report:" in r.stdout + r.stderr
     # A third run has nothing to do.
     r3 = _tk("pipeline", conf, timeout=300)
-    assert r3.returncode == 0 and r3.stdout.count("up to date") == 5, r3.stdout[-3000:]
+    assert r3.returncode == 0 and (r3.stdout + r3.stderr).count("up to date") == 5, r3.stderr[
+        -3000:
+    ]

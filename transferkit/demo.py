@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger("transferkit.demo")  # not __name__: run as __main__
 
 __all__ = ["run_demo", "DEFAULT_CONFIG"]
 
@@ -66,7 +66,7 @@ def served_labels(
                 raise RuntimeError("the server did not become ready")
             time.sleep(0.3)
         if not quiet:
-            log.info(f"demo: server ready at {url}; sending {len(paths)} held-out images")
+            logger.info(f"demo: server ready at {url}; sending {len(paths)} held-out images")
         labels = []
         with httpx.Client(base_url=url, timeout=30) as client:
             for path in paths:
@@ -82,7 +82,7 @@ def served_labels(
         proc.wait(timeout=30)
         log.close()
         if not quiet:
-            log.info(f"demo: server stopped (its log: {log_path})")
+            logger.info(f"demo: server stopped (its log: {log_path})")
 
 
 def _serve_and_score(
@@ -123,19 +123,19 @@ def run_demo(config: Path, output: Path | None = None, force: bool = False) -> f
     served, onnx_acc = _serve_and_score(
         out / f"{served_name}.onnx", splits.test, splits.class_names, out / "server.log"
     )
-    log.info(
+    logger.info(
         f"demo: {served_name} served over HTTP on the {len(splits.test)} held-out test digits: "
         f"{served:.2%} (ONNX model in-process: {onnx_acc:.2%})"
     )
     models = report.get("models", {})
     if "teacher" in models and "student" in models:
         t, s = models["teacher"], models["student"]
-        log.info(
+        logger.info(
             f"demo: teacher {t['test_acc']:.2%} vs student {s['test_acc']:.2%} on their ONNX files "
             f"(ratio {s['test_acc'] / t['test_acc']:.4f}); {s['parameters']:,} vs {t['parameters']:,} "
             "parameters"
         )
-    log.info(f"demo: report: {report['report_md']}")
+    logger.info(f"demo: report: {report['report_md']}")
     return served
 
 

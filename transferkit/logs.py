@@ -26,7 +26,8 @@ class _Format(logging.Formatter):
 
 
 def setup_console(level: int = logging.INFO, stream: TextIO | None = None) -> None:
-    """Send ``transferkit.*`` records at ``level`` and above to ``stream`` (default stdout).
+    """Send ``transferkit.*`` records at ``level`` and above to ``stream`` (default stderr, so
+    that stdout carries only a command's data: CSV, JSON).
 
     Idempotent: a second call changes the level, not the number of handlers. Records still
     propagate to the root logger (pytest's ``caplog`` and an application's own handlers see them).
@@ -36,7 +37,7 @@ def setup_console(level: int = logging.INFO, stream: TextIO | None = None) -> No
     for h in logger.handlers:
         if getattr(h, "_transferkit_console", False):
             return
-    handler = logging.StreamHandler(stream or sys.stdout)
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(_Format("%(message)s"))
     handler._transferkit_console = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
