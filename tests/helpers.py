@@ -146,3 +146,20 @@ async def in_process(app: Any) -> AsyncIterator[httpx.AsyncClient]:
             yield c
     finally:
         await rt.stop()
+
+
+def torchvision_eval_transform(prep: Any) -> Callable[[Any], Any]:
+    """The independent reference for :func:`transferkit.imaging.preprocess`: torchvision's
+    ``Resize(round(input_size / crop_pct))`` + ``CenterCrop`` + ``ToTensor`` + ``Normalize`` for a
+    ``Preprocessing`` (a PIL image in, a float tensor ``[C, S, S]`` out)."""
+    from torchvision import transforms as T
+
+    mode = getattr(T.InterpolationMode, prep.interpolation.upper())
+    return T.Compose(
+        [
+            T.Resize(round(prep.input_size / prep.crop_pct), interpolation=mode),
+            T.CenterCrop(prep.input_size),
+            T.ToTensor(),
+            T.Normalize(prep.mean, prep.std),
+        ]
+    )

@@ -4,15 +4,14 @@ independent implementation: torchvision's ``Resize`` + ``CenterCrop`` + ``ToTens
 
 import numpy as np
 import pytest
+from helpers import torchvision_eval_transform
 from PIL import Image
 from sklearn.datasets import load_sample_image
-from torchvision import transforms as T
 
 from transferkit.config import Preprocessing
 from transferkit.data.bundled import elpv_cells
 from transferkit.imaging import preprocess
 
-_MODES = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC}
 # One grey level is 1 / 255 / std = 0.0171 in normalised units (std 0.229). Pillow's box resample
 # and its whole-image resample round a few pixels differently; a half-pixel shift of the crop (the
 # bug these tests caught) moves the mean by 0.05-0.10 and single pixels by more than 1.0.
@@ -20,17 +19,7 @@ MEAN_TOL, MAX_TOL = 0.005, 0.12
 
 
 def _torchvision(img: Image.Image, prep: Preprocessing) -> np.ndarray:
-    tf = T.Compose(
-        [
-            T.Resize(
-                round(prep.input_size / prep.crop_pct), interpolation=_MODES[prep.interpolation]
-            ),
-            T.CenterCrop(prep.input_size),
-            T.ToTensor(),
-            T.Normalize(prep.mean, prep.std),
-        ]
-    )
-    return tf(img).numpy()
+    return torchvision_eval_transform(prep)(img).numpy()
 
 
 def _photo(name: str, orientation: str) -> Image.Image:

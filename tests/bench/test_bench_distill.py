@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from helpers import torchvision_eval_transform
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -16,21 +17,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _accuracy_by_torchvision(onnx_path: Path, folder: Path) -> float:
-    from torchvision import transforms as T
-
     from transferkit.metadata import ModelMetadata
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     meta = ModelMetadata.from_props(sess.get_modelmeta().custom_metadata_map)
-    prep = meta.preprocessing
-    tf = T.Compose(
-        [
-            T.Resize(round(prep.input_size / prep.crop_pct)),
-            T.CenterCrop(prep.input_size),
-            T.ToTensor(),
-            T.Normalize(prep.mean, prep.std),
-        ]
-    )
+    tf = torchvision_eval_transform(meta.preprocessing)
     images, labels = [], []
     for y, name in enumerate(meta.class_names):
         for p in sorted((folder / name).glob("*.png")):

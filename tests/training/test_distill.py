@@ -18,19 +18,12 @@ pytestmark = pytest.mark.slow
 
 def _accuracy_by_torchvision(run, samples) -> float:
     """Top-1 of the run's ``model.pt`` on ``(path, label)`` samples, preprocessed by torchvision."""
+    from helpers import torchvision_eval_transform
     from PIL import Image
-    from torchvision import transforms as T
 
     built, _ = load_portable(run)
     prep = built.preprocessing
-    tf = T.Compose(
-        [
-            T.Resize(round(prep.input_size / prep.crop_pct)),
-            T.CenterCrop(prep.input_size),
-            T.ToTensor(),
-            T.Normalize(prep.mean, prep.std),
-        ]
-    )
+    tf = torchvision_eval_transform(prep)
     x = torch.stack(
         [tf(Image.open(p).convert("RGB" if prep.channels == 3 else "L")) for p, _ in samples]
     )
