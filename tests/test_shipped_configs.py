@@ -9,7 +9,7 @@ import pytest
 
 from transferkit.config import PipelineConfig, load_config
 from transferkit.data.bundled import elpv_cells, elpv_label
-from transferkit.pipeline import (
+from transferkit.pipeline_plan import (
     _check_class_options,
     _check_models,
     _dataset_classes,
