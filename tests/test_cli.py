@@ -145,7 +145,7 @@ def test_a_user_mistake_exits_2_and_a_bug_keeps_its_traceback():
     ValueError from inside the library is a bug, not the user's mistake, and is not disguised."""
     import typer
 
-    from transferkit.cli import _run
+    from transferkit.cli.common import run as _run
     from transferkit.errors import UsageError
 
     def mistake():
@@ -171,7 +171,9 @@ def test_every_transferkit_error_class_derives_from_the_base_error():
     skip = {"transferkit.demo", "transferkit.cli"}
     found = []
     for m in pkgutil.walk_packages(transferkit.__path__, "transferkit."):
-        if m.name in skip or m.name.startswith("transferkit.serving.ray_serve"):
+        if m.name in skip or m.name.startswith(
+            ("transferkit.serving.ray_serve", "transferkit.cli")
+        ):
             continue
         mod = __import__(m.name, fromlist=["_"])
         for name, obj in vars(mod).items():
@@ -179,3 +181,81 @@ def test_every_transferkit_error_class_derives_from_the_base_error():
                 found.append(obj)
                 assert issubclass(obj, TransferkitError), f"{m.name}.{name}"
     assert len(found) >= 10
+
+
+def _has_field(model, path: str) -> bool:
+    """Whether the pydantic model class has the dotted field ``path`` (sections are models)."""
+    *parents, leaf = path.split(".")
+    for part in parents:
+        if part not in model.model_fields:
+            return False
+        model = model.model_fields[part].annotation
+    return leaf in model.model_fields
+
+
+@pytest.mark.parametrize(
+    "command, table, configs, own",
+    [
+        (
+            "finetune",
+            "train.FINETUNE_FIELDS",
+            ["FinetuneConfig"],
+            {"config", "resume", "overwrite"},
+        ),
+        (
+            "distill",
+            "train.DISTILL_FIELDS",
+            ["DistillConfig"],
+            {"config", "resume", "overwrite", "hint"},
+        ),
+        (
+            "tune",
+            "search.TUNE_FIELDS",
+            ["TuneConfig", "DistillTuneConfig"],
+            {"config", "resume", "overwrite"},
+        ),
+    ],
+)
+def test_every_option_reaches_a_config_field(command, table, configs, own):
+    """An option missing from its command's table would be parsed and silently dropped; a table
+    path that is not a config field would fail every run. Checked against the Typer command's
+    own parameters and the pydantic models."""
+    import importlib
+
+    import typer.main
+
+    import transferkit.config as config
+    from transferkit.cli import app
+
+    module, name = table.split(".")
+    fields = getattr(importlib.import_module(f"transferkit.cli.{module}"), name)
+    group = typer.main.get_command(app)
+    params = {p.name for p in group.commands[command].params if p.param_type_name == "option"}
+    assert set(fields) == params - own
+    models = [getattr(config, cls) for cls in configs]  # tune: teacher only with --teacher
+    missing = [p for p in fields.values() if not any(_has_field(m, p) for m in models)]
+    assert not missing
+
+
+def test_options_land_in_the_config_the_library_gets(monkeypatch, tmp_path):
+    """Flags become nested overrides (``--hflip`` -> data.augment.hflip, ``--model`` ->
+    model.arch); flags not given keep the file's values."""
+    from typer.testing import CliRunner
+
+    import transferkit.training.trainer as trainer
+    from transferkit.cli import app
+
+    seen = []
+    monkeypatch.setattr(trainer, "finetune", lambda cfg, **kw: seen.append((cfg, kw)))
+    base = tmp_path / "base.yaml"
+    base.write_text("optim:\n  head_lr: 0.005\n  epochs: 9\n")
+    r = CliRunner().invoke(
+        app,
+        ["finetune", "--config", str(base), "--epochs", "3", "--hflip", "--model", "resnet18",
+         "--num-workers", "1", "--output", str(tmp_path / "run")],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    ((cfg, kw),) = seen
+    assert (cfg.optim.epochs, cfg.optim.head_lr) == (3, 0.005)
+    assert cfg.data.augment.hflip is True and cfg.model.arch == "resnet18"
+    assert cfg.scaling.num_workers == 1 and kw == {"resume": False, "overwrite": False}

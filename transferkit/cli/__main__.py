@@ -1,0 +1,5 @@
+"""``python -m transferkit.cli``: the ``transferkit`` script."""
+
+from transferkit.cli import main
+
+main()
