@@ -201,7 +201,7 @@ def _check_class_options(cfg: PipelineConfig, stages: dict[str, Any], classes: l
 
 def _check_models(cfg: PipelineConfig, stages: dict[str, Any], num_classes: int) -> None:
     from transferkit.models import check_freeze_depth, stages_of
-    from transferkit.tuning.search import check_schedule
+    from transferkit.tuning.resources import check_schedule
     from transferkit.tuning.space import param_space
 
     for who, run, search in (
@@ -237,7 +237,7 @@ def _check_resources(stages: dict[str, Any]) -> None:
     import ray
 
     from transferkit.training.trainer import check_resources, ensure_ray
-    from transferkit.tuning.search import plan_concurrency
+    from transferkit.tuning.resources import plan_concurrency
 
     ensure_ray()
     cluster = ray.cluster_resources()

@@ -14,17 +14,17 @@ import pytest
 
 from transferkit.config import Preprocessing, TuneConfig
 from transferkit.data.folder import Splits
-from transferkit.tuning import search
+from transferkit.tuning import results
 from transferkit.tuning.context import SearchContext, trial_base
-from transferkit.tuning.search import (
-    _conclude,
+from transferkit.tuning.plot import y_axis as _y_axis
+from transferkit.tuning.results import (
     _default_line,
     _default_summary,
     _default_trial_id,
     _pick_best,
     _trial_row,
-    _y_axis,
 )
+from transferkit.tuning.results import conclude as _conclude
 from transferkit.tuning.storage import ExperimentDir
 
 pytestmark = pytest.mark.usefixtures("no_ray_cluster")
@@ -209,7 +209,7 @@ def test_conclude_compares_the_default_with_the_best_by_the_search_metric(
     import ray.tune
 
     monkeypatch.setattr(ray.tune, "ExperimentAnalysis", Analysis)
-    monkeypatch.setattr(search, "_wait_for_resources", lambda: None)
+    monkeypatch.setattr(results, "wait_for_resources", lambda: None)
     context = SearchContext(
         trial_base(cfg), Splits(list("ab"), [], [], []), Preprocessing(), default_point=point
     )

@@ -16,7 +16,7 @@ from transferkit.config import (
     TuneConfig,
 )
 from transferkit.config.tune import Searches
-from transferkit.tuning.search import plan_concurrency
+from transferkit.tuning.resources import plan_concurrency
 from transferkit.tuning.space import apply_sample, param_space, seed_with_base
 
 
