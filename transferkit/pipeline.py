@@ -246,54 +246,19 @@ def run_pipeline(cfg: PipelineConfig, force: bool = False) -> dict[str, Any]:
     save_config(cfg, out / "pipeline.yaml")
     records = _Records(out)
     results: dict[str, Any] = {}
+
+    def stage(name: str, config: Any, inputs: list[Path], fn: Callable[[bool], Any]) -> None:
+        results[name] = _run_stage(_Stage(name, config, inputs, fn), records, force)
+
     teacher_dir = (
         Path(cfg.teacher.run).expanduser().resolve() if cfg.teacher.run else out / "teacher"
     )
     if teacher_dir.is_file():
         teacher_dir = teacher_dir.parent
-
-    if stages["tune-teacher"] is not None:
-        results["tune-teacher"] = _run_stage(
-            _Stage("tune-teacher", stages["tune-teacher"], [], _search(stages["tune-teacher"])),
-            records,
-            force,
-        )
-    if stages["teacher"] is not None:
-        t_cfg = _with_best(stages["teacher"], results.get("tune-teacher"))
-        results["teacher"] = _run_stage(
-            _Stage("teacher", t_cfg, [], _train("finetune", t_cfg)), records, force
-        )
-    runs = {"teacher": teacher_dir}
-    if stages["student"] is not None:
-        t_model = teacher_dir / "model.pt"
-        if stages["tune-student"] is not None:
-            results["tune-student"] = _run_stage(
-                _Stage(
-                    "tune-student",
-                    stages["tune-student"],
-                    [t_model],
-                    _search(stages["tune-student"]),
-                ),
-                records,
-                force,
-            )
-        s_cfg = _with_best(stages["student"], results.get("tune-student"))
-        results["student"] = _run_stage(
-            _Stage("student", s_cfg, [t_model], _train("distill", s_cfg)), records, force
-        )
-        runs["student"] = out / "student"
-        if s_cfg.baseline:  # the label-only student, exported and scored like the others
-            runs["baseline"] = out / "student" / "baseline"
-    model_files = [d / "model.pt" for d in runs.values()]
-    results["export"] = _run_stage(
-        _Stage("export", cfg.export, model_files, _export(out, cfg, runs)), records, force
-    )
+    runs = _training_stages(stages, stage, results, teacher_dir, out)
+    stage("export", cfg.export, [d / "model.pt" for d in runs.values()], _export(out, cfg, runs))
     onnx_files = [out / f"{n}.onnx" for n in runs]
-    results["evaluate"] = _run_stage(
-        _Stage("evaluate", cfg.evaluate, onnx_files, _evaluate(out, cfg, teacher_dir, list(runs))),
-        records,
-        force,
-    )
+    stage("evaluate", cfg.evaluate, onnx_files, _evaluate(out, cfg, teacher_dir, list(runs)))
     from transferkit.report import write_report
 
     seconds = {
@@ -304,3 +269,31 @@ def run_pipeline(cfg: PipelineConfig, force: bool = False) -> dict[str, Any]:
     report = write_report(cfg, out, runs, results)
     _say(f"report: {report['report_md']}")
     return report
+
+
+def _training_stages(
+    stages: dict[str, Any],
+    stage: Callable[..., None],
+    results: dict[str, Any],
+    teacher_dir: Path,
+    out: Path,
+) -> dict[str, Path]:
+    """The teacher's search and training, then the student's (each run with the best values of
+    its search): ``{"teacher": dir, "student": dir, "baseline": dir}``, the runs to export."""
+    if stages["tune-teacher"] is not None:
+        stage("tune-teacher", stages["tune-teacher"], [], _search(stages["tune-teacher"]))
+    if stages["teacher"] is not None:
+        t_cfg = _with_best(stages["teacher"], results.get("tune-teacher"))
+        stage("teacher", t_cfg, [], _train("finetune", t_cfg))
+    runs = {"teacher": teacher_dir}
+    if stages["student"] is None:
+        return runs
+    t_model = teacher_dir / "model.pt"
+    if stages["tune-student"] is not None:
+        stage("tune-student", stages["tune-student"], [t_model], _search(stages["tune-student"]))
+    s_cfg = _with_best(stages["student"], results.get("tune-student"))
+    stage("student", s_cfg, [t_model], _train("distill", s_cfg))
+    runs["student"] = out / "student"
+    if s_cfg.baseline:  # the label-only student, exported and scored like the others
+        runs["baseline"] = out / "student" / "baseline"
+    return runs

@@ -150,24 +150,23 @@ def write_report(
             for (name, d), h in zip(runs.items(), histories.values())
         },
         "search": {k: results[k] for k in ("tune-teacher", "tune-student") if results.get(k)},
-        "artifacts": {
-            **{f"{n}_run": str(d) for n, d in runs.items()},
-            **{f"{n}_onnx": str(out / f"{n}.onnx") for n in runs},
-            **({"training_curves": str(curves)} if has_curves else {}),
-            **({"confusion_matrices": str(confusion)} if has_confusion else {}),
-            **{
-                f"{k}_plot": results[k]["plot"]
-                for k in ("tune-teacher", "tune-student")
-                if results.get(k)
-            },
-            "report_md": str(out / "report.md"),
-            "report_json": str(out / "report.json"),
-            "stage_records": str(out / "stages"),
-        },
+        "artifacts": _artifacts(out, runs, results, has_curves, has_confusion),
     }
+    report.update(_ratios(evaluation))
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / "report.md").write_text(_markdown(report, has_curves, has_confusion))
+    report["report_md"], report["report_json"] = str(out / "report.md"), str(out / "report.json")
+    return report
+
+
+def _ratios(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """``student_vs_teacher`` (accuracy, parameter, file size ratios and p50 speed-ups) and
+    ``distillation_vs_labels_only`` (the student's gains over the label-only baseline), for the
+    models that were evaluated."""
+    out: dict[str, Any] = {}
     if "teacher" in evaluation and "student" in evaluation:
         t, s = evaluation["teacher"], evaluation["student"]
-        report["student_vs_teacher"] = {
+        out["student_vs_teacher"] = {
             "accuracy_ratio": s["test_acc"] / max(t["test_acc"], 1e-12),
             "parameter_ratio": s["parameters"] / max(t["parameters"], 1),
             "file_ratio": s["file_mb"] / t["file_mb"],
@@ -179,16 +178,30 @@ def write_report(
         }
     if "student" in evaluation and "baseline" in evaluation:
         s, b = evaluation["student"], evaluation["baseline"]
-        report["distillation_vs_labels_only"] = {
+        out["distillation_vs_labels_only"] = {
             "accuracy_gain": s["test_acc"] - b["test_acc"],
             "balanced_accuracy_gain": s.get("balanced_accuracy", 0.0)
             - b.get("balanced_accuracy", 0.0),
             "distillation_better": s["test_acc"] > b["test_acc"],
         }
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    (out / "report.md").write_text(_markdown(report, has_curves, has_confusion))
-    report["report_md"], report["report_json"] = str(out / "report.md"), str(out / "report.json")
-    return report
+    return out
+
+
+def _artifacts(
+    out: Path, runs: dict[str, Path], results: dict[str, Any], curves: bool, confusion: bool
+) -> dict[str, str]:
+    """Every file the pipeline wrote, by name."""
+    searches = [k for k in ("tune-teacher", "tune-student") if results.get(k)]
+    return {
+        **{f"{n}_run": str(d) for n, d in runs.items()},
+        **{f"{n}_onnx": str(out / f"{n}.onnx") for n in runs},
+        **({"training_curves": str(out / "training_curves.png")} if curves else {}),
+        **({"confusion_matrices": str(out / "confusion_matrices.png")} if confusion else {}),
+        **{f"{k}_plot": results[k]["plot"] for k in searches},
+        "report_md": str(out / "report.md"),
+        "report_json": str(out / "report.json"),
+        "stage_records": str(out / "stages"),
+    }
 
 
 def _recall(m: dict[str, Any], cls: str | None) -> float | None:
@@ -228,6 +241,8 @@ def _model_table(r: dict[str, Any]) -> list[str]:
 
 
 def _markdown(r: dict[str, Any], has_curves: bool, has_confusion: bool = False) -> str:
+    """``report.md`` from the report dict: wall time, the models table and ratios, published
+    results, training, searches, export checks and artifacts."""
     lines = [
         "# transferkit pipeline report",
         "",
@@ -241,87 +256,14 @@ def _markdown(r: dict[str, Any], has_curves: bool, has_confusion: bool = False) 
             + f"; total {r['seconds']['total'] / 60:.1f} min.",
             "",
         ]
-    models = r["models"]
-    if models:
-        lines += _model_table(r)
-        if "student_vs_teacher" in r:
-            v = r["student_vs_teacher"]
-            lines += [
-                "",
-                f"Student / teacher: accuracy {v['accuracy_ratio']:.4f}, parameters "
-                f"{v['parameter_ratio']:.3f}, file size {v['file_ratio']:.3f}; p50 speed-up "
-                + ", ".join(
-                    f"{v[k]:.2f}x at batch {k.split('_b')[1]}"
-                    for k in v
-                    if k.startswith("p50_speedup")
-                )
-                + ".",
-            ]
-        if "distillation_vs_labels_only" in r:
-            d = r["distillation_vs_labels_only"]
-            lines += [
-                "",
-                f"Distillation vs the label-only student (same architecture, initialisation and "
-                f"epochs): accuracy {100 * d['accuracy_gain']:+.2f} pts, balanced accuracy "
-                f"{100 * d['balanced_accuracy_gain']:+.2f} pts: distillation "
-                + ("beat" if d["distillation_better"] else "did not beat")
-                + " labels alone on this data.",
-            ]
+    if r["models"]:
+        lines += _model_table(r) + _ratio_lines(r)
         if has_confusion:
             lines += ["", "![confusion matrices](confusion_matrices.png)"]
         lines.append("")
-    if r["published"]:
-        lines += [
-            "## Beside published results",
-            "",
-            "| result | accuracy | source | note |",
-            "|---|---:|---|---|",
-        ]
-        lines += [
-            f"| transferkit {n} (this run) | {_pct(m['test_acc'])} | this report | "
-            f"{m['arch']}, {m['input_size']} px, {m['test_images']} test images |"
-            for n, m in models.items()
-        ]
-        lines += [
-            f"| {p['name']} | {_pct(p['accuracy'])} | {p['source']} | {p['note']} |"
-            for p in r["published"]
-        ]
-        lines.append("")
-    lines += ["## Training", ""]
-    for name, t in r["training"].items():
-        best = t["best_val_acc"]
-        lines.append(
-            f"- {name}: {t['epochs']} epochs, best val top-1 {_pct(best)} (`{t['run_dir']}`)"
-        )
-    if has_curves:
-        lines += ["", "![training curves](training_curves.png)"]
-    lines.append("")
-    for key, s in r["search"].items():
-        b = s["best"]
-        d = s.get("default")
-        metric = s.get("metric", "val_acc")
-        if d:
-            lines += [
-                f"## Search: {key}",
-                "",
-                f"Default values (trial `{d['trial_id']}`, epochs run: {d.get('epochs_run', '?')}"
-                + (", stopped early" if d.get("stopped_early") else "")
-                + f"): {metric} "
-                f"{_pct(d.get(metric))}; best trial: {_pct(b.get(metric, b.get('val_acc')))}"
-                + (" (the defaults were best)." if s.get("best_is_default") else "."),
-                "",
-            ]
-        else:
-            lines += [f"## Search: {key}", ""]
-        lines += [
-            f"{s['num_trials']} trials, {s['trial_epochs']} trial-epochs of "
-            f"{s['num_trials'] * s['max_epochs']} possible ({s['stopped_early']} stopped early by ASHA, "
-            f"{s['errored']} failed). Best trial `{b['trial_id']}`: val top-1 {_pct(b['val_acc'])} at "
-            f"epoch {b['epoch']} with `{json.dumps(b['config'])}`. All trials: `{s['trials_csv']}`.",
-            "",
-            f"![{key}]({Path(s['plot']).relative_to(r['pipeline']) if s['plot'].startswith(r['pipeline']) else s['plot']})",
-            "",
-        ]
+    lines += _published_lines(r) + _training_lines(r, has_curves)
+    for key, search in r["search"].items():
+        lines += _search_lines(key, search, r["pipeline"])
     if r["export"]:
         lines += ["## Export checks (ONNX vs PyTorch)", ""]
         for name, e in r["export"].items():
@@ -332,3 +274,88 @@ def _markdown(r: dict[str, Any], has_curves: bool, has_confusion: bool = False) 
         lines.append("")
     lines += ["## Artifacts", ""] + [f"- {k}: `{v}`" for k, v in r["artifacts"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _ratio_lines(r: dict[str, Any]) -> list[str]:
+    lines = []
+    if "student_vs_teacher" in r:
+        v = r["student_vs_teacher"]
+        speedups = ", ".join(
+            f"{v[k]:.2f}x at batch {k.split('_b')[1]}" for k in v if k.startswith("p50_speedup")
+        )
+        lines += [
+            "",
+            f"Student / teacher: accuracy {v['accuracy_ratio']:.4f}, parameters "
+            f"{v['parameter_ratio']:.3f}, file size {v['file_ratio']:.3f}; p50 speed-up "
+            f"{speedups}.",
+        ]
+    if "distillation_vs_labels_only" in r:
+        d = r["distillation_vs_labels_only"]
+        lines += [
+            "",
+            f"Distillation vs the label-only student (same architecture, initialisation and "
+            f"epochs): accuracy {100 * d['accuracy_gain']:+.2f} pts, balanced accuracy "
+            f"{100 * d['balanced_accuracy_gain']:+.2f} pts: distillation "
+            + ("beat" if d["distillation_better"] else "did not beat")
+            + " labels alone on this data.",
+        ]
+    return lines
+
+
+def _published_lines(r: dict[str, Any]) -> list[str]:
+    if not r["published"]:
+        return []
+    lines = [
+        "## Beside published results",
+        "",
+        "| result | accuracy | source | note |",
+        "|---|---:|---|---|",
+    ]
+    lines += [
+        f"| transferkit {n} (this run) | {_pct(m['test_acc'])} | this report | "
+        f"{m['arch']}, {m['input_size']} px, {m['test_images']} test images |"
+        for n, m in r["models"].items()
+    ]
+    lines += [
+        f"| {p['name']} | {_pct(p['accuracy'])} | {p['source']} | {p['note']} |"
+        for p in r["published"]
+    ]
+    return [*lines, ""]
+
+
+def _training_lines(r: dict[str, Any], has_curves: bool) -> list[str]:
+    lines = ["## Training", ""]
+    for name, t in r["training"].items():
+        best = t["best_val_acc"]
+        lines.append(
+            f"- {name}: {t['epochs']} epochs, best val top-1 {_pct(best)} (`{t['run_dir']}`)"
+        )
+    if has_curves:
+        lines += ["", "![training curves](training_curves.png)"]
+    return [*lines, ""]
+
+
+def _search_lines(key: str, s: dict[str, Any], pipeline: str) -> list[str]:
+    """One search's section: the default trial beside the best, the budget used, the plot."""
+    b, d = s["best"], s.get("default")
+    metric = s.get("metric", "val_acc")
+    lines = [f"## Search: {key}", ""]
+    if d:
+        lines += [
+            f"Default values (trial `{d['trial_id']}`, epochs run: {d.get('epochs_run', '?')}"
+            + (", stopped early" if d.get("stopped_early") else "")
+            + f"): {metric} "
+            f"{_pct(d.get(metric))}; best trial: {_pct(b.get(metric, b.get('val_acc')))}"
+            + (" (the defaults were best)." if s.get("best_is_default") else "."),
+            "",
+        ]
+    plot = Path(s["plot"]).relative_to(pipeline) if s["plot"].startswith(pipeline) else s["plot"]
+    return lines + [
+        f"{s['num_trials']} trials, {s['trial_epochs']} trial-epochs of "
+        f"{s['num_trials'] * s['max_epochs']} possible ({s['stopped_early']} stopped early by ASHA, "
+        f"{s['errored']} failed). Best trial `{b['trial_id']}`: val top-1 {_pct(b['val_acc'])} at "
+        f"epoch {b['epoch']} with `{json.dumps(b['config'])}`. All trials: `{s['trials_csv']}`.",
+        "",
+        f"![{key}]({plot})",
+        "",
+    ]

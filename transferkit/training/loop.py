@@ -16,6 +16,7 @@ import random
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -201,13 +202,66 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     cfg: FinetuneConfig = config["cfg"]
     splits: Splits = config["splits"]
     prep: Preprocessing = config["preprocessing"]
-    t_prep: Preprocessing | None = config.get("teacher_preprocessing")
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
     seed_everything(cfg.seed + rank)
-    device = ray.train.torch.get_device()
-    amp_dtype = torch.bfloat16 if device.type == "cuda" else None
+    run = _setup(cfg, splits, prep, rank, ray.train.torch.get_device())
+    train_loader, sampler, val_loader = _loaders(
+        cfg, splits, prep, rank, world, config.get("teacher_preprocessing")
+    )
+    steps = len(train_loader)
+    run.scheduler = torch.optim.lr_scheduler.LambdaLR(
+        run.optimizer,
+        warmup_cosine(
+            steps * cfg.optim.epochs,
+            int(round(steps * cfg.optim.warmup_epochs)),
+            cfg.optim.min_lr_ratio,
+        ),
+    )
+    start_epoch, history = _restore(run, ray.train.get_checkpoint())
+    for epoch in range(start_epoch, cfg.optim.epochs):
+        sampler.set_epoch(epoch)
+        metrics = {"epoch": epoch + 1, **_train_epoch(run, train_loader)}
+        run.student.eval()
+        val = eval_sums(run.student, val_loader, run.device, run.num_classes, run.amp_dtype)
+        metrics.update(sums_to_metrics(_all_reduce(val), run.num_classes, "val"))
+        metrics.update(
+            images_per_s=metrics.pop("images_per_s"),
+            lr_backbone=_group_lr(run.optimizer, "backbone"),
+            lr_head=_group_lr(run.optimizer, "head"),
+        )
+        history.append(metrics)
+        _report(run, epoch, history)
+
+
+@dataclass
+class _Run:
+    """One worker's training state: what :func:`_setup` builds, plus the LR scheduler."""
+
+    cfg: FinetuneConfig
+    rank: int
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    num_classes: int
+    objective: Any
+    built: BuiltModel
+    extras: torch.nn.Module | None
+    model: torch.nn.Module  # the student (with extras) as Ray Train prepared it (DDP)
+    optimizer: torch.optim.Optimizer
+    scheduler: Any = None
+
+    @property
+    def student(self) -> torch.nn.Module:
+        return self.built.model
+
+
+def _setup(
+    cfg: FinetuneConfig, splits: Splits, prep: Preprocessing, rank: int, device: torch.device
+) -> _Run:
+    """The objective (its class weights logged by rank 0), the student built with the same
+    initial weights on every rank, wrapped by ``prepare_model``, and its optimizer."""
+    import ray.train.torch
 
     weight = class_weights(
         cfg.optim.class_weight, [y for _, y in splits.train], len(splits.class_names)
@@ -219,93 +273,89 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             f"[transferkit] class weights ({cfg.optim.class_weight}): "
             + ", ".join(f"{n} {w:.3f}" for n, w in zip(splits.class_names, weight.tolist()))
         )
-
     torch.manual_seed(cfg.seed)  # identical init on every rank (DDP also broadcasts rank 0's)
     built = build_model(cfg.model, len(splits.class_names))
-    student = built.model
     extras = None
     if hasattr(objective, "extra_modules"):
-        extras = objective.extra_modules(
-            student, built.spec, (prep.channels, prep.input_size, prep.input_size)
-        )
-    net = _WithExtras(student, extras) if extras is not None else student
+        shape = (prep.channels, prep.input_size, prep.input_size)
+        extras = objective.extra_modules(built.model, built.spec, shape)
+    net = _WithExtras(built.model, extras) if extras is not None else built.model
     net = net.to(memory_format=MEMORY_FORMAT)
-    if hasattr(objective, "teacher") and objective.teacher is not None:
+    if getattr(objective, "teacher", None) is not None:
         objective.teacher.to(memory_format=MEMORY_FORMAT)
     torch.manual_seed(cfg.seed + rank)
     model = ray.train.torch.prepare_model(net)
-    optimizer = make_optimizer(cfg, built, student, extras)
-    train_loader, sampler, val_loader = _loaders(cfg, splits, prep, rank, world, t_prep)
-    steps = len(train_loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
+    optimizer = make_optimizer(cfg, built, built.model, extras)
+    amp_dtype = torch.bfloat16 if device.type == "cuda" else None
+    return _Run(
+        cfg, rank, device, amp_dtype, len(splits.class_names), objective, built, extras, model,
         optimizer,
-        warmup_cosine(
-            steps * cfg.optim.epochs,
-            int(round(steps * cfg.optim.warmup_epochs)),
-            cfg.optim.min_lr_ratio,
-        ),
-    )
+    )  # fmt: skip
 
-    start_epoch, history = 0, []
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / STATE_FILE, map_location=device, weights_only=True)
-        student.load_state_dict(state["model"])
-        if extras is not None and state.get("extras"):
-            extras.load_state_dict(state["extras"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, history = state["epoch"] + 1, state["history"]
-        if rank == 0:
-            _say(f"[transferkit] resumed from epoch {state['epoch'] + 1} checkpoint")
 
-    for epoch in range(start_epoch, cfg.optim.epochs):
-        sampler.set_epoch(epoch)
-        model.train()
-        set_train_mode(student, built.frozen)
-        t0 = time.perf_counter()
-        tr = torch.zeros(2, dtype=torch.float64, device=device)
-        for images, labels in train_loader:
-            images, labels = _to(images, device), labels.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss, _ = (
-                    objective(model, images, labels, extras)
-                    if extras is not None
-                    else objective(model, images, labels)
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            tr[0] += loss.detach().double() * labels.numel()
-            tr[1] += labels.numel()
-        elapsed = time.perf_counter() - t0
-        student.eval()
-        val = eval_sums(student, val_loader, device, len(splits.class_names), amp_dtype)
-        _all_reduce(tr)
-        _all_reduce(val)
-        metrics = {
-            "epoch": epoch + 1,
-            "train_loss": float(tr[0] / max(tr[1], 1)),
-            **sums_to_metrics(val, len(splits.class_names), "val"),
-            "images_per_s": float(tr[1]) / max(elapsed, 1e-9),
-            "lr_backbone": _group_lr(optimizer, "backbone"),
-            "lr_head": _group_lr(optimizer, "head"),
-        }
-        history.append(metrics)
-        if rank == 0:
-            _say(
-                "[transferkit] "
-                + json.dumps(
-                    {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()}
-                )
+def _restore(run: _Run, checkpoint) -> tuple[int, list[dict[str, Any]]]:
+    """``(first epoch to train, history so far)``: ``(0, [])``, or what a restarted run's
+    checkpoint holds (weights, optimizer and scheduler state loaded into ``run``)."""
+    if not checkpoint:
+        return 0, []
+    with checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / STATE_FILE, map_location=run.device, weights_only=True)
+    run.student.load_state_dict(state["model"])
+    if run.extras is not None and state.get("extras"):
+        run.extras.load_state_dict(state["extras"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if run.rank == 0:
+        _say(f"[transferkit] resumed from epoch {state['epoch'] + 1} checkpoint")
+    return state["epoch"] + 1, state["history"]
+
+
+def _train_epoch(run: _Run, loader: DataLoader) -> dict[str, float]:
+    """One pass over this worker's shard: ``train_loss`` and ``images_per_s``, both over every
+    worker's images (the throughput of the whole run, timed on this worker)."""
+    run.model.train()
+    set_train_mode(run.student, run.built.frozen)
+    t0 = time.perf_counter()
+    tr = torch.zeros(2, dtype=torch.float64, device=run.device)
+    amp = run.amp_dtype
+    for images, labels in loader:
+        images, labels = _to(images, run.device), labels.to(run.device, non_blocking=True)
+        with torch.autocast(run.device.type, dtype=amp, enabled=amp is not None):
+            loss, _ = (
+                run.objective(run.model, images, labels, run.extras)
+                if run.extras is not None
+                else run.objective(run.model, images, labels)
             )
-            with tempfile.TemporaryDirectory() as tmp:
-                _save_state(Path(tmp), student, extras, optimizer, scheduler, epoch, history)
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-        else:
-            ray.train.report(metrics)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        run.scheduler.step()
+        tr[0] += loss.detach().double() * labels.numel()
+        tr[1] += labels.numel()
+    elapsed = time.perf_counter() - t0
+    _all_reduce(tr)
+    return {
+        "train_loss": float(tr[0] / max(tr[1], 1)),
+        "images_per_s": float(tr[1]) / max(elapsed, 1e-9),
+    }
+
+
+def _report(run: _Run, epoch: int, history: list[dict[str, Any]]) -> None:
+    """``ray.train.report`` of the epoch's metrics on every rank (a barrier); rank 0 logs them
+    and attaches the checkpoint."""
+    import ray.train
+
+    metrics = history[-1]
+    if run.rank != 0:
+        ray.train.report(metrics)
+        return
+    shown = {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()}
+    _say("[transferkit] " + json.dumps(shown))
+    with tempfile.TemporaryDirectory() as tmp:
+        _save_state(
+            Path(tmp), run.student, run.extras, run.optimizer, run.scheduler, epoch, history
+        )
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
 def _group_lr(optimizer: torch.optim.Optimizer, part: str) -> float:

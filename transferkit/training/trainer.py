@@ -18,23 +18,18 @@ import json
 import logging
 import platform
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch.utils.data import DataLoader
-
 from transferkit.config import ConfigError, FinetuneConfig, Preprocessing, save_config
-from transferkit.data.dataset import ImageListDataset, build_transform, verify_images
+from transferkit.data.dataset import verify_images
 from transferkit.data.folder import Splits, resolve_splits
 from transferkit.errors import TransferkitError
 from transferkit.models import BuiltModel, build_model, count_parameters
-from transferkit.models.portable import save_portable
-from transferkit.training.evaluate import eval_sums, sums_to_metrics
-from transferkit.training.loop import STATE_FILE, train_loop_per_worker
+from transferkit.training.loop import train_loop_per_worker
+from transferkit.training.outcome import TrainingError, evaluate_split, finish_run, metric_mode
 
 __all__ = [
     "finetune",
@@ -72,10 +67,6 @@ PACKAGES = (
 
 class RunExistsError(TransferkitError, FileExistsError):
     """The run folder exists and neither ``--resume`` nor ``--overwrite`` was given."""
-
-
-class TrainingError(TransferkitError, RuntimeError):
-    """The Ray Train run failed (the cause is chained)."""
 
 
 @dataclass
@@ -221,33 +212,6 @@ def check_resources(cfg: FinetuneConfig) -> None:
         )
 
 
-def evaluate_split(
-    model: torch.nn.Module,
-    samples,
-    prep: Preprocessing,
-    num_classes: int,
-    batch_size: int = 128,
-    class_names: list[str] | None = None,
-) -> dict[str, Any]:
-    """Loss, top-1 (top-5), balanced accuracy and macro F1 of ``model`` (eval mode, CPU) on
-    ``samples``; with ``class_names`` also ``test_report``: per-class precision/recall/F1 and the
-    confusion matrix (:func:`transferkit.metrics.classification_metrics`)."""
-    from transferkit.metrics import classification_metrics
-    from transferkit.training.evaluate import confusion_from_sums
-
-    ds = ImageListDataset(samples, build_transform(prep, None))
-    loader = DataLoader(ds, batch_size=batch_size)
-    model.eval()
-    sums = eval_sums(model, loader, torch.device("cpu"), num_classes)
-    out: dict[str, Any] = sums_to_metrics(sums, num_classes, "test")
-    out["test_images"] = float(len(samples))
-    if class_names is not None:
-        out["test_report"] = classification_metrics(
-            confusion_from_sums(sums, num_classes), class_names
-        )
-    return out
-
-
 def finetune(
     cfg: FinetuneConfig, resume: bool = False, overwrite: bool = False, splits: Splits | None = None
 ) -> dict[str, Any]:
@@ -378,100 +342,3 @@ def fit_run(plan: RunPlan, teacher_preprocessing: Preprocessing | None = None) -
         return trainer.fit()
     except Exception as exc:  # noqa: BLE001 - Ray wraps worker errors in several types
         raise TrainingError(f"training failed: {exc}") from exc
-
-
-def metric_mode(metric: str) -> str:
-    """``"min"`` for ``val_loss``, ``"max"`` for the accuracy-like metrics."""
-    return "min" if metric == "val_loss" else "max"
-
-
-def _rank_key(metric: str) -> Callable[[dict[str, Any]], tuple]:
-    """Sort key of an epoch's metrics, larger = better: ``metric`` (negated for a loss), then the
-    lower val loss, then the later epoch. A history written before a metric existed falls back
-    to ``val_acc``."""
-    sign = -1.0 if metric_mode(metric) == "min" else 1.0
-
-    def key(m: dict[str, Any]) -> tuple:
-        return (sign * m.get(metric, m["val_acc"]), -m["val_loss"], m["epoch"])
-
-    return key
-
-
-def _load_state(checkpoint) -> dict[str, Any]:
-    with checkpoint.as_directory() as d:
-        return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
-
-
-def finish_run(plan: RunPlan, result: Any, source: str | None = None) -> dict[str, Any]:
-    """Write the run's ``model.pt`` (best epoch by ``cfg.metric``), history and test metrics.
-
-    Returns:
-        The run summary (best epoch, its metrics, test metrics, file paths).
-
-    Raises:
-        TrainingError: the run produced no checkpoint.
-    """
-    cfg, run_dir = plan.cfg, plan.run_dir
-    if result.checkpoint is None:
-        raise TrainingError(f"training produced no checkpoint in {run_dir}")
-    latest = _load_state(result.checkpoint)
-    history = latest["history"]
-    with open(run_dir / "metrics.jsonl", "w") as f:
-        for row in history:
-            f.write(json.dumps(row) + "\n")
-    key = _rank_key(cfg.metric)
-    best = max(history, key=key)
-    ranked = sorted(result.best_checkpoints or [], key=lambda cm: key(cm[1]), reverse=True)
-    best_ckpt = ranked[0][0] if ranked else result.checkpoint
-    state = _load_state(best_ckpt)
-    model = plan.built.model
-    model.load_state_dict(state["model"])
-    model.eval()
-    best = next((m for m in history if m["epoch"] == state["epoch"] + 1), best)
-    test = (
-        evaluate_split(
-            model,
-            plan.splits.test,
-            plan.preprocessing,
-            len(plan.splits.class_names),
-            class_names=plan.splits.class_names,
-        )
-        if plan.splits.test
-        else {}
-    )
-    save_portable(
-        run_dir / "model.pt",
-        model,
-        cfg.model.arch,
-        plan.splits.class_names,
-        plan.preprocessing,
-        cfg.model.width_mult,
-        source=source or str(run_dir),
-        keep_stages=cfg.model.keep_stages,
-        head_hidden=cfg.model.head_hidden,
-        metrics={k: v for k, v in {**best, **test}.items() if isinstance(v, (int, float))},
-    )
-    (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
-    summary = {
-        "run_dir": str(run_dir),
-        "best_epoch": best["epoch"],
-        "best_val_acc": best["val_acc"],
-        "parameters": count_parameters(model),
-        **test,
-    }
-    log.info(
-        f"best epoch {best['epoch']} by {cfg.metric}: val_acc {best['val_acc']:.4f}"
-        + (f", balanced {best['val_balanced_acc']:.4f}" if "val_balanced_acc" in best else "")
-    )
-    if test:
-        recalls = ", ".join(
-            f"{n} {v['recall']:.3f}" for n, v in test["test_report"]["per_class"].items()
-        )
-        log.info(
-            f"test: top-1 {test['test_acc']:.4f} on {int(test['test_images'])} images"
-            + (f", top-5 {test['test_top5']:.4f}" if "test_top5" in test else "")
-            + f", balanced {test['test_balanced_acc']:.4f}"
-            + (f"; recall {recalls}" if len(plan.splits.class_names) <= 10 else "")
-        )
-    log.info(f"wrote {run_dir / 'model.pt'}")
-    return summary

@@ -155,7 +155,7 @@ def _log_summary(cfg, context: SearchContext, summary: dict[str, Any]) -> None:
 
 def tune_mode(metric: str) -> str:
     """``"min"`` or ``"max"`` for ``metric`` (Tune's ``mode``)."""
-    from transferkit.training.trainer import metric_mode  # the one owner of the rule
+    from transferkit.training.outcome import metric_mode  # the one owner of the rule
 
     return metric_mode(metric)
 
