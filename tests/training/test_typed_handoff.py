@@ -62,3 +62,30 @@ def test_pipeline_stages_are_typed_configs_sharing_the_pipelines_sections():
     assert isinstance(student, DistillConfig) and student.model is cfg.student.model
     assert student.model.width_mult == 0.5 and student.optim.epochs == 30  # student defaults
     assert stages["tune-student"].baseline is False
+
+
+def test_the_trainer_hands_its_workers_typed_objects(tmp_path):
+    """What ``make_trainer`` gives Ray Train as ``train_loop_config`` is the config object itself,
+    not a dict made from it (building a TorchTrainer needs no cluster)."""
+    from transferkit.training.trainer import make_trainer
+
+    cfg = FinetuneConfig.model_validate({"output": str(tmp_path / "run")})
+    splits = Splits(["a", "b"], [("x.png", 0)], [("y.png", 1)], [])
+    trainer = make_trainer(cfg, splits, Preprocessing(input_size=32), "run", str(tmp_path))
+    handed = trainer.train_loop_config  # what Ray Train sends every worker
+    assert handed["cfg"] is cfg and handed["splits"] is splits
+    assert isinstance(handed["preprocessing"], Preprocessing)
+    assert not [k for k, v in handed.items() if isinstance(v, dict)]
+
+
+def test_serve_replicas_get_the_typed_serve_config(serving_onnx):
+    """``serve --ray``: each replica is built from a typed spec (the ServeConfig itself)."""
+    pytest.importorskip("ray.serve")
+    from transferkit.config import ServeConfig
+    from transferkit.serving.ray_serve import ReplicaSpec, build_deployment
+
+    cfg = ServeConfig(models=[str(serving_onnx)], max_batch_size=4)
+    app = build_deployment(cfg)
+    (spec,) = app._bound_deployment.init_args
+    assert isinstance(spec, ReplicaSpec) and spec.cfg is cfg
+    assert [s.path for s in spec.sources] == [serving_onnx.resolve()]

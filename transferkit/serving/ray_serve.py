@@ -17,16 +17,32 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from transferkit.config import ServeConfig
+from transferkit.serving.repository import ModelSource
 
 __all__ = ["build_deployment", "serve_ray", "replica_threads", "max_ongoing_requests"]
 
 log = logging.getLogger(__name__)
 
 APP_NAME = "transferkit"
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """What every replica is built from, handed to Serve as typed objects (pickled by Ray).
+
+    Attributes:
+        sources: the model files (absolute paths), checked on the driver.
+        threads: ONNX Runtime intra-op threads of each replica (:func:`replica_threads`).
+        cfg: the serve configuration (limits, API key).
+    """
+
+    sources: tuple[ModelSource, ...]
+    threads: int
+    cfg: ServeConfig
 
 
 def replica_threads(replica_cpus: float) -> int:
@@ -72,16 +88,16 @@ def build_deployment(cfg: ServeConfig) -> Any:
     from transferkit.serving.repository import discover_models
 
     sources = discover_models(cfg.models, cfg.repository, cfg.name)  # fail here, not in a replica
-    payload = {
-        "sources": [(s.name, s.version, str(s.path.resolve())) for s in sources],
-        "threads": replica_threads(cfg.replica_cpus),
-        "cfg": cfg.model_dump(mode="json"),
-    }
+    spec = ReplicaSpec(
+        sources=tuple(replace(s, path=s.path.resolve()) for s in sources),
+        threads=replica_threads(cfg.replica_cpus),
+        cfg=cfg,
+    )
 
     class TransferkitReplica:
         """One Serve replica: the transferkit FastAPI app over its own ORT sessions."""
 
-        def __init__(self, spec: dict[str, Any]) -> None:
+        def __init__(self, spec: ReplicaSpec) -> None:
             self.spec = spec
 
         def __serve_build_asgi_app__(self) -> Any:
@@ -89,11 +105,12 @@ def build_deployment(cfg: ServeConfig) -> Any:
             from transferkit.serving.limits import ServingLimits
             from transferkit.serving.model import OnnxClassifier
 
-            c = ServeConfig.model_validate(self.spec["cfg"])
-            threads = self.spec["threads"]
+            c, threads = self.spec.cfg, self.spec.threads
             models = [
-                OnnxClassifier(path, name=name, version=version, intra_op_threads=threads)
-                for name, version, path in self.spec["sources"]
+                OnnxClassifier(
+                    str(s.path), name=s.name, version=s.version, intra_op_threads=threads
+                )
+                for s in self.spec.sources
             ]
             limits = replace(ServingLimits.from_config(c), intra_op_threads=threads)
             return create_app(models, limits=limits, api_key=c.api_key)
@@ -106,7 +123,7 @@ def build_deployment(cfg: ServeConfig) -> Any:
         ray_actor_options={"num_cpus": cfg.replica_cpus},
         max_ongoing_requests=max_ongoing_requests(cfg),
     )
-    return deployment.bind(payload)
+    return deployment.bind(spec)
 
 
 def serve_ray(cfg: ServeConfig) -> None:
