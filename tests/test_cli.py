@@ -2,6 +2,7 @@
 
 import csv
 import io
+import os
 import subprocess
 import sys
 
@@ -259,3 +260,16 @@ def test_options_land_in_the_config_the_library_gets(monkeypatch, tmp_path):
     assert (cfg.optim.epochs, cfg.optim.head_lr) == (3, 0.005)
     assert cfg.data.augment.hflip is True and cfg.model.arch == "resnet18"
     assert cfg.scaling.num_workers == 1 and kw == {"resume": False, "overwrite": False}
+
+
+def test_help_shows_the_config_defaults():
+    """``--help`` shows each option's default as the config defines it (the CLI restates none)."""
+    r = tk("finetune", "--help", env={**os.environ, "COLUMNS": "200"})
+    from transferkit.config import FinetuneConfig
+
+    d = FinetuneConfig()
+    lines = {line.split()[1]: line for line in r.stdout.splitlines() if line.startswith("│ --")}
+    assert f"[default: ({d.optim.head_lr})]" in lines["--head-lr"]
+    assert f"[default: ({d.optim.optimizer})]" in lines["--optimizer"]
+    assert f"[default: ({d.model.arch})]" in lines["--model"]
+    assert "[default: (on)]" in lines["--augment"] and "default" not in lines["--image-size"]

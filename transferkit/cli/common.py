@@ -102,6 +102,44 @@ def fields(sections: Mapping[str, str], **renamed: str) -> dict[str, str]:
     return table | renamed
 
 
+def config_defaults(cls: type[BaseModel], paths: Mapping[str, str]) -> type:
+    """A Typer command class whose ``--help`` shows, for each option in ``paths``, the default of
+    the config field it sets (read from ``cls``, so the CLI never restates a default)."""
+    from typer.core import TyperCommand
+
+    class Command(TyperCommand):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            for param in self.params:
+                if param.name in paths and (shown := field_default(cls, paths[param.name])):
+                    param.show_default = shown
+
+    return Command
+
+
+def field_default(cls: type[BaseModel], path: str) -> str | None:
+    """The default of the dotted field ``path`` of ``cls`` as ``--help`` shows it
+    (``"adamw"``, ``"0.001"``, ``"on"``); ``None`` when it has none (required, ``None``, or not
+    a field of ``cls``)."""
+    from pydantic_core import PydanticUndefined
+
+    model: Any = cls
+    for name in path.split("."):
+        fields = type(model).model_fields if isinstance(model, BaseModel) else model.model_fields
+        if name not in fields:
+            return None
+        if isinstance(model, BaseModel):
+            model = getattr(model, name)
+        else:
+            value = fields[name].get_default(call_default_factory=True)
+            model = fields[name].annotation if value is PydanticUndefined else value
+    if model is None or isinstance(model, type):
+        return None
+    if isinstance(model, bool):
+        return "on" if model else "off"
+    return str(getattr(model, "value", model))
+
+
 def overrides(params: Mapping[str, Any], paths: Mapping[str, str]) -> dict[str, Any]:
     """Nest the options named in ``paths`` into a config override:
     ``{"epochs": 3}`` with ``{"epochs": "optim.epochs"}`` -> ``{"optim": {"epochs": 3}}``.

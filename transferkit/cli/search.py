@@ -12,6 +12,7 @@ from transferkit.cli.common import (
     UseGpu,
     app,
     check_arch,
+    config_defaults,
     fail,
     fields,
     load,
@@ -19,6 +20,7 @@ from transferkit.cli.common import (
     read_yaml,
     run_search,
 )
+from transferkit.config import DistillTuneConfig, TuneConfig
 
 Opt = typer.Option
 
@@ -38,7 +40,7 @@ TUNE_FIELDS = fields(
 )
 
 
-@app.command()
+@app.command(cls=config_defaults(TuneConfig, TUNE_FIELDS))
 def tune(
     ctx: typer.Context,
     config: Path | None = Opt(
@@ -51,23 +53,19 @@ def tune(
     teacher: str | None = Opt(
         None, help="Search distillation runs of this teacher (run folder) instead of fine-tuning."
     ),
-    num_samples: int | None = Opt(None, help="Number of trials (default 8)."),
+    num_samples: int | None = Opt(None, help="Number of trials."),
     max_epochs: int | None = Opt(
         None, help="Epoch budget of each trial (ASHA may stop a trial sooner)."
     ),
-    scheduler: str | None = Opt(None, help="asha (default) or fifo."),
-    grace_period: int | None = Opt(
-        None, help="ASHA: epochs before a trial may be stopped (default 1)."
-    ),
-    reduction_factor: float | None = Opt(
-        None, help="ASHA: keep the best 1/eta at each rung (default 2)."
-    ),
-    searcher: str | None = Opt(None, help="random (default) or optuna (TPE)."),
+    scheduler: str | None = Opt(None, help="asha or fifo."),
+    grace_period: int | None = Opt(None, help="ASHA: epochs before a trial may be stopped."),
+    reduction_factor: float | None = Opt(None, help="ASHA: keep the best 1/eta at each rung."),
+    searcher: str | None = Opt(None, help="random or optuna (TPE)."),
     max_concurrent_trials: int | None = Opt(None, help="Default: as many as the cluster fits."),
-    num_workers: int | None = Opt(None, help="Ray Train workers per trial (default 1)."),
-    cpus_per_worker: float | None = Opt(None, help="Default 0.99 (the trial itself holds 0.01)."),
+    num_workers: int | None = Opt(None, help="Ray Train workers per trial."),
+    cpus_per_worker: float | None = Opt(None, help="The trial itself holds 0.01 more."),
     use_gpu: UseGpu = None,
-    tracking: str | None = Opt(None, help="local (default), tensorboard or mlflow."),
+    tracking: str | None = Opt(None, help="local, tensorboard or mlflow."),
     tracking_uri: str | None = Opt(None, help="MLflow tracking URI (default: EXPERIMENT/mlruns)."),
     seed: Seed = None,
     output: str | None = Opt(None, help="The experiment folder (local path or s3://, gs:// URI)."),
@@ -84,8 +82,6 @@ def tune(
     Writes trials.csv, best_config.yaml (for `finetune --config`), best_trial.json and
     tune_plot.png into the experiment folder.
     """
-    from transferkit.config import DistillTuneConfig, TuneConfig
-
     if resume is not None:
         _resume(resume, ctx.params)
         return

@@ -11,6 +11,7 @@ from transferkit.cli.common import (
     UseGpu,
     app,
     check_arch,
+    config_defaults,
     exclusive_resume,
     fail,
     fields,
@@ -19,6 +20,7 @@ from transferkit.cli.common import (
     read_yaml,
     run,
 )
+from transferkit.config import DistillConfig, FinetuneConfig
 
 Opt = typer.Option
 
@@ -52,7 +54,7 @@ DISTILL_FIELDS = fields(
 )
 
 
-@app.command()
+@app.command(cls=config_defaults(FinetuneConfig, FINETUNE_FIELDS))
 def finetune(
     ctx: typer.Context,
     config: ConfigFile = None,
@@ -92,8 +94,6 @@ def finetune(
     overwrite: bool = Opt(False, "--overwrite", help="Delete an existing run folder first."),
 ) -> None:
     """Fine-tune a pretrained model with Ray Train; writes model.pt, metrics and a test evaluation."""
-    from transferkit.config import FinetuneConfig
-
     exclusive_resume(resume, overwrite)
     cfg = load(FinetuneConfig, config, overrides(ctx.params, FINETUNE_FIELDS))
     check_arch(cfg.model.arch, "model.arch (--model)")
@@ -102,40 +102,40 @@ def finetune(
     run(run_finetune, cfg, resume=resume, overwrite=overwrite)
 
 
-@app.command()
+#: ``distill``'s --dataset and --image-size default to the teacher's, not to a config value.
+_DISTILL_SHOWN = {k: v for k, v in DISTILL_FIELDS.items() if k not in ("dataset", "image_size")}
+
+
+@app.command(cls=config_defaults(DistillConfig, _DISTILL_SHOWN))
 def distill(
     ctx: typer.Context,
     teacher: str | None = Opt(None, help="Teacher run folder (or its model.pt) from `finetune`."),
-    student: str | None = Opt(None, help="Student architecture (default mobilenet_v3_small)."),
+    student: str | None = Opt(None, help="Student architecture."),
     width_mult: float | None = Opt(
-        None, help="Student width multiplier (default 0.5 for the default student)."
+        None, help="Student width multiplier (1.0 for a student other than the default)."
     ),
-    student_weights: str | None = Opt(
-        None, help="Student weights: none (default), an enum, or a file."
-    ),
+    student_weights: str | None = Opt(None, help="Student weights: none, an enum, or a file."),
     config: ConfigFile = None,
     dataset: str | None = Opt(
         None, help="Labelled data (default: the teacher's dataset and splits)."
     ),
     unlabeled: str | None = Opt(None, help="Folder of unlabelled images: an extra transfer set."),
     image_size: int | None = Opt(None, help="Student input size (default: the teacher's)."),
-    temperature: float | None = Opt(None, help="KD temperature T (default 4)."),
-    hard_weight: float | None = Opt(
-        None, help="Weight of CE with the labels (default 0.1; 0 allowed)."
-    ),
-    soft_weight: float | None = Opt(None, help="Weight of T^2 * KL to the teacher (default 0.9)."),
+    temperature: float | None = Opt(None, help="KD temperature T."),
+    hard_weight: float | None = Opt(None, help="Weight of CE with the labels (0 allowed)."),
+    soft_weight: float | None = Opt(None, help="Weight of T^2 * KL to the teacher."),
     hint: list[str] | None = Opt(
         None, help="FitNets hint STUDENT_STAGE:TEACHER_STAGE (repeatable)."
     ),
     hint_weight: float | None = Opt(None, help="Weight of the hint MSE."),
     mixup_alpha: float | None = Opt(
-        None, help="Mixup alpha applied to teacher and student alike (default 0.4; 0 = off)."
+        None, help="Mixup alpha applied to teacher and student alike (0 = off)."
     ),
     baseline: bool | None = Opt(
-        None, "--baseline/--no-baseline", help="Also train a label-only student (default on)."
+        None, "--baseline/--no-baseline", help="Also train a label-only student."
     ),
     baseline_dataset: str | None = Opt(None, help="Train the baseline on this dataset instead."),
-    epochs: int | None = Opt(None, help="Default 30."),
+    epochs: int | None = Opt(None),
     batch_size: int | None = Opt(None),
     backbone_lr: float | None = Opt(None),
     head_lr: float | None = Opt(None),
@@ -147,8 +147,6 @@ def distill(
     overwrite: bool = Opt(False, "--overwrite"),
 ) -> None:
     """Distil a fine-tuned teacher into a compact student (Hinton KD, optional FitNets hints)."""
-    from transferkit.config import DistillConfig
-
     exclusive_resume(resume, overwrite)
     given = overrides(ctx.params, DISTILL_FIELDS)
     given["kd"]["hints"] = _hints(hint)
