@@ -115,3 +115,22 @@ def test_corrupt_images_in_the_training_folder_are_skipped(digits_dir, tmp_path)
     assert any("broken.png" in s for s in plan.splits.skipped)
     all_paths = [p for p, _ in plan.splits.train + plan.splits.val + plan.splits.test]
     assert len(all_paths) == 1797 and not any("broken" in p or "empty" in p for p in all_paths)
+
+
+def test_the_run_config_records_absolute_paths(tmp_path, digits_dir, monkeypatch):
+    """A run given relative paths records them resolved, so ``--config RUN/config.yaml
+    --resume`` finds the same data and run folder from any directory; a bundled name stays one."""
+    (tmp_path / "work").mkdir()
+    shutil.copytree(digits_dir, tmp_path / "work" / "imgs")
+    monkeypatch.chdir(tmp_path / "work")
+    prepare_run(_cfg("imgs", "runs/a"))
+    prepare_run(_cfg("digits", "runs/b"))
+    monkeypatch.chdir(tmp_path)  # elsewhere: the saved configs still name the same places
+    a = load_config(FinetuneConfig, tmp_path / "work" / "runs" / "a" / "config.yaml")
+    assert a.data.dataset == str(tmp_path / "work" / "imgs")
+    assert a.output == str(tmp_path / "work" / "runs" / "a")
+    assert a.model.weights == "IMAGENET1K_V1"
+    b = load_config(FinetuneConfig, tmp_path / "work" / "runs" / "b" / "config.yaml")
+    assert b.data.dataset == "digits"
+    plan = prepare_run(a, resume=True)  # continues the recorded folder
+    assert plan.run_dir == tmp_path / "work" / "runs" / "a"

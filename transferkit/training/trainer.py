@@ -172,10 +172,34 @@ def prepare_run(
         raise ConfigError(str(exc)) from None
     built = build_model(cfg.model, len(splits.class_names))
     prep = preprocessing or resolve_preprocessing(built, cfg.data.image_size)
-    save_config(cfg, run_dir / "config.yaml")
+    save_config(_with_absolute_paths(cfg), run_dir / "config.yaml")
     (run_dir / "versions.json").write_text(json.dumps(package_versions(), indent=2))
     (run_dir / "splits.json").write_text(splits.to_json())
     return RunPlan(cfg, run_dir, splits, prep, built)
+
+
+def _with_absolute_paths(cfg: FinetuneConfig) -> FinetuneConfig:
+    """``cfg`` with its local paths absolute, so that ``RUN/config.yaml`` means the same run from
+    any directory (``--config RUN/config.yaml --resume``): ``output``, a dataset folder, a weights
+    file, and a distillation's ``teacher`` / ``unlabeled`` / ``baseline_dataset``. Bundled
+    dataset names and weight enums stay as they are (an existing path wins over a name, as in
+    :func:`~transferkit.data.folder.dataset_folder`)."""
+
+    def local(value: str | None, only_files: bool = False) -> str | None:
+        path = Path(value).expanduser() if value else None
+        found = path is not None and (path.is_file() if only_files else path.exists())
+        return str(path.resolve()) if found else value
+
+    weights = local(cfg.model.weights, only_files=True)  # "teacher" names no folder
+    update: dict[str, Any] = {
+        "output": str(Path(cfg.output).expanduser().resolve()),
+        "data": cfg.data.model_copy(update={"dataset": local(cfg.data.dataset)}),
+        "model": cfg.model.model_copy(update={"weights": weights}),
+    }
+    for name in ("teacher", "unlabeled", "baseline_dataset"):
+        if getattr(cfg, name, None):
+            update[name] = local(getattr(cfg, name))
+    return cfg.model_copy(update=update)
 
 
 def ensure_ray() -> bool:
