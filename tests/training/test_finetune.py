@@ -134,3 +134,24 @@ def test_the_run_config_records_absolute_paths(tmp_path, digits_dir, monkeypatch
     assert b.data.dataset == "digits"
     plan = prepare_run(a, resume=True)  # continues the recorded folder
     assert plan.run_dir == tmp_path / "work" / "runs" / "a"
+
+
+def test_unreadable_images_are_counted_over_the_whole_dataset(tmp_path, digits_dir, caplog):
+    """Two corrupt files among a folder's images: one warning names each, and the summary counts
+    them against every image of the dataset, not one split's."""
+    from transferkit.training.trainer import load_splits
+
+    root = tmp_path / "d"
+    for c in ("0", "1"):
+        (root / c).mkdir(parents=True)
+        for f in sorted((digits_dir / c).glob("*.png"))[:20]:
+            shutil.copy(f, root / c / f.name)
+    (root / "0" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    (root / "1" / "empty.png").write_bytes(b"")
+    with caplog.at_level("WARNING", logger="transferkit"):
+        splits = load_splits(_cfg(root, tmp_path / "run"))
+    assert sorted(s.split(":")[0] for s in splits.skipped) == sorted(
+        [str(root / "0" / "broken.png"), str(root / "1" / "empty.png")]
+    )
+    assert "skipped 2 unreadable image(s) of 42" in caplog.text
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 40

@@ -126,13 +126,13 @@ def load_splits(cfg: FinetuneConfig) -> Splits:
     splits = resolve_splits(
         cfg.data.dataset, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed
     )
-    good_train, bad_tr = verify_images(splits.train)
-    good_val, bad_val = verify_images(splits.val)
-    good_test, bad_te = verify_images(splits.test)
-    splits.train, splits.val, splits.test = good_train, good_val, good_test
-    splits.skipped = bad_tr + bad_val + bad_te
+    good, splits.skipped = verify_images(splits.train + splits.val + splits.test)  # one count
+    readable = set(good)
+    splits.train, splits.val, splits.test = (
+        [s for s in part if s in readable] for part in (splits.train, splits.val, splits.test)
+    )
     if splits.skipped:
-        log.info(f"skipped {len(splits.skipped)} unreadable image(s); see splits.json")
+        log.info("the skipped files are listed in splits.json")
     return splits
 
 
