@@ -89,8 +89,14 @@ def test_a_misspelled_key_suggests_the_field_it_resembles():
 def test_a_partial_student_section_keeps_the_student_defaults_and_the_fields_limits():
     from transferkit.config import DistillConfig, PipelineConfig, validate
 
-    cfg = validate(DistillConfig, {"teacher": "t", "model": {"arch": "resnet18"}, "optim": {}})
-    assert (cfg.model.arch, cfg.model.weights, cfg.model.width_mult) == ("resnet18", None, 0.5)
+    cfg = validate(DistillConfig, {"teacher": "t", "model": {"freeze_depth": 1}, "optim": {}})
+    assert (cfg.model.arch, cfg.model.weights, cfg.model.width_mult) == (
+        "mobilenet_v3_small",
+        None,
+        0.5,
+    )
+    cfg = validate(DistillConfig, {"teacher": "t", "model": {"arch": "resnet18"}})
+    assert (cfg.model.arch, cfg.model.weights) == ("resnet18", None)
     assert (cfg.optim.epochs, cfg.optim.head_lr, cfg.optim.label_smoothing) == (30, 3e-3, 0.0)
     student = validate(PipelineConfig, {"student": {"optim": {"epochs": 4}}}).student
     assert (student.optim.epochs, student.optim.weight_decay, student.model.width_mult) == (
@@ -111,3 +117,20 @@ def test_configs_with_stage_defaults_pickle_with_their_types():
     assert cfg.scaling.cpus_per_worker == 0.99  # a partial trial scaling keeps 0.99 CPU
     back = pickle.loads(pickle.dumps(cfg))
     assert back == cfg and type(back.model).__name__ == "StudentModel"
+
+
+def test_the_students_half_width_belongs_to_the_default_student():
+    """MobileNetV3-small x0.5 is the default student; naming another architecture without a
+    width gives the standard 1.0 (resnet18 has no other), in a file and on the command line."""
+    from transferkit.config import DistillConfig, DistillTuneConfig
+
+    assert DistillConfig(teacher="t").model.width_mult == 0.5
+    for cls in (DistillConfig, DistillTuneConfig):
+        assert (
+            cls.model_validate({"teacher": "t", "model": {"arch": "resnet18"}}).model.width_mult
+            == 1.0
+        )
+    given = DistillConfig.model_validate(
+        {"teacher": "t", "model": {"arch": "mobilenet_v2", "width_mult": 0.75}}
+    )
+    assert given.model.width_mult == 0.75

@@ -87,8 +87,6 @@ def tune(
         return
     distill_search = bool(teacher or read_yaml(config).get("teacher"))
     given = overrides(ctx.params, TUNE_FIELDS)
-    if distill_search and model and model != "mobilenet_v3_small":
-        given["model"]["width_mult"] = 1.0  # the 0.5 default belongs to the default student
     cfg = load(DistillTuneConfig if distill_search else TuneConfig, config, given)
     check_arch(cfg.model.arch, "model.arch (--model)")
     from transferkit.tuning import tune_search

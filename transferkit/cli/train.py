@@ -150,8 +150,6 @@ def distill(
     exclusive_resume(resume, overwrite)
     given = overrides(ctx.params, DISTILL_FIELDS)
     given["kd"]["hints"] = _hints(hint)
-    if student and width_mult is None and student != "mobilenet_v3_small":
-        given["model"]["width_mult"] = 1.0  # the 0.5 default belongs to the default student
     given["data"]["dataset"] = dataset or _teacher_dataset(teacher, read_yaml(config))
     cfg = load(DistillConfig, config, given)
     check_arch(cfg.model.arch, "model.arch (--student)")

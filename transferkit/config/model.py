@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, field_validator, model_validator
 
 from transferkit.config.base import Strict, with_defaults
@@ -60,12 +62,29 @@ class ModelConfig(Strict):
         return v
 
 
-StudentModel = with_defaults(
+_StudentDefaults = with_defaults(
     ModelConfig,
-    "StudentModel",
-    """The student's ``model:`` section: :class:`ModelConfig` whose defaults are MobileNetV3-small
-    at width 0.5 trained from scratch (a partial section keeps these for the fields it omits).""",
+    "_StudentDefaults",
+    """:class:`ModelConfig` with the default student's defaults (see :class:`StudentModel`).""",
     arch="mobilenet_v3_small",
     weights=None,
     width_mult=0.5,
 )
+
+
+class StudentModel(_StudentDefaults):
+    """The student's ``model:`` section: :class:`ModelConfig` whose defaults are MobileNetV3-small
+    at width 0.5 trained from scratch (a partial section keeps these for the fields it omits).
+
+    The 0.5 width belongs to that default student: a section naming another ``arch`` without a
+    ``width_mult`` gets 1.0 (the standard width, the only one most architectures have).
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _width_follows_arch(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("width_mult") is None:
+            arch = data.get("arch")
+            if arch is not None and arch != cls.model_fields["arch"].default:
+                return {**data, "width_mult": 1.0}
+        return data
