@@ -11,10 +11,10 @@ import torch
 
 from transferkit.config import ExportConfig, ModelConfig, Preprocessing
 from transferkit.export.onnx_export import export_onnx
-from transferkit.export.tta import TTAModel, views
 from transferkit.metadata import ModelMetadata
 from transferkit.models import build_model
 from transferkit.models.portable import save_portable
+from transferkit.models.tta import TTAModel, views
 
 D4 = [
     lambda x: torch.rot90(x, 1, (2, 3)),

@@ -134,3 +134,22 @@ def test_a_student_cut_from_the_teachers_own_stages_starts_from_its_weights(
     assert any(not torch.equal(s_sd[k], t_sd[k]) for k in trained)  # unfrozen stages did train
     rep = export_onnx(ExportConfig(run=str(tmp_path / "cut"), output=str(tmp_path / "cut.onnx")))
     assert rep.passed
+
+
+def test_a_student_learns_from_the_test_time_augmented_teacher(trained_run, tmp_path):
+    """``kd.teacher_tta: d4`` on 2 Ray Train workers: each scores half the images, the table is
+    summed across them, and batches look their targets up by index. With the soft term alone a
+    student fed another image's targets would stay near chance (0.1)."""
+    cfg = DistillConfig.model_validate(
+        {
+            "teacher": str(trained_run),
+            "kd": {"teacher_tta": "d4", "mixup_alpha": 0.0, "hard_weight": 0.0, "soft_weight": 1.0},
+            "optim": {"epochs": 2},
+            "scaling": {"num_workers": 2},
+            "baseline": False,
+            "output": str(tmp_path / "student"),
+        }
+    )
+    report = distill(cfg)
+    assert report["kd"]["teacher_tta"] == "d4"
+    assert report["student"]["test_acc"] > 0.3, report["student"]

@@ -193,3 +193,43 @@ def test_a_missing_transfer_folder_names_the_option(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"unlabeled \(--unlabeled\)"):
         _resolve_student_splits(cfg)
+
+
+def test_tta_targets_are_the_teachers_logits_averaged_over_the_d4_views(digits_dir):
+    """``kd.teacher_tta: d4``: each training image's target is the teacher's logits averaged
+    over its 8 rotations and flips, computed here independently (torchvision preprocessing, the
+    views written out with torch.rot90 / torch.flip), and a batch's targets are its rows."""
+    from helpers import torchvision_eval_transform
+    from PIL import Image
+
+    samples = [(str(p), int(p.parent.name)) for p in sorted(digits_dir.rglob("*.png"))[::180]]
+    obj = KDObjective("unused.pt", 2.0, 0.0, 1.0, teacher_tta="d4")
+    torch.manual_seed(0)  # a teacher whose answer depends on where the pixels are
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10)).eval()
+    obj.teacher = teacher
+    prep = Preprocessing(input_size=32)
+    obj.cache_targets(samples, prep)
+    tf = torchvision_eval_transform(prep)
+    x = torch.stack([tf(Image.open(p).convert("RGB")) for p, _ in samples])
+    views = [torch.rot90(x, k, dims=(2, 3)) for k in range(4)]
+    views += [torch.flip(v, dims=(3,)) for v in views]
+    with torch.no_grad():
+        expected = torch.stack([teacher(v) for v in views]).mean(0)
+    assert torch.allclose(obj.teacher.table, expected, atol=1e-4)
+    assert (expected - teacher(x).detach()).abs().max() > 0.1  # the views matter
+
+    torch.manual_seed(1)  # a student whose answers differ per image, so rows cannot be swapped
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+    idx = torch.tensor([3, 0, 7])
+    loss, logits = obj(student, (x[idx], idx), torch.tensor([samples[i][1] for i in idx]))
+    want, _ = kd_loss(logits, expected[idx], None, 2.0, 0.0, 1.0)
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_tta_targets_refuse_hints_and_mixup():
+    from transferkit.config import ConfigError, DistillConfig, validate
+
+    with pytest.raises(ConfigError, match=r"teacher_tta.*mixup"):
+        validate(DistillConfig, {"teacher": "t", "kd": {"teacher_tta": "d4"}})
+    ok = validate(DistillConfig, {"teacher": "t", "kd": {"teacher_tta": "d4", "mixup_alpha": 0}})
+    assert ok.kd.teacher_tta == "d4"

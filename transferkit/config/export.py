@@ -10,7 +10,7 @@ from transferkit.config.base import Strict
 
 __all__ = ["TTA", "ExportSettings", "ExportConfig", "PipelineExport", "EvaluateConfig"]
 
-#: Test-time augmentation compiled into the exported graph (``transferkit.export.tta``): ``none``,
+#: Test-time augmentation compiled into the exported graph (``transferkit.models.tta``): ``none``,
 #: ``hflip`` (2 views) or ``d4`` (the square's 8 symmetries; one forward pass per view).
 TTA = Literal["none", "hflip", "d4"]
 

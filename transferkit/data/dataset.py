@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import torch
@@ -151,8 +152,10 @@ def build_pair_transform(
 class ImageListDataset(Dataset):
     """Map-style dataset over ``(path, label)`` pairs.
 
-    Items are ``(image float32 [C, H, W], label int64 scalar)``. With ``cache=True`` the decoded
-    PIL images are kept in memory (small datasets such as digits).
+    Items are ``(image float32 [C, H, W], label int64 scalar)``; with ``with_index=True``
+    ``((image, index int64 scalar), label)``, the index into ``samples`` (a precomputed target's
+    row). With ``cache=True`` the decoded PIL images are kept in memory (small datasets such as
+    digits).
     """
 
     def __init__(
@@ -160,9 +163,11 @@ class ImageListDataset(Dataset):
         samples: Sequence[tuple[str, int]],
         transform: Callable[[Image.Image], torch.Tensor],
         cache: bool = False,
+        with_index: bool = False,
     ):
         self.samples = list(samples)
         self.transform = transform
+        self.with_index = with_index
         self._cache: dict[int, Image.Image] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -176,12 +181,15 @@ class ImageListDataset(Dataset):
             self._cache[idx] = img
         return img
 
-    def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, idx: int) -> tuple[Any, torch.Tensor]:
         try:
             img = self._image(idx)
         except ImageDecodeError as exc:  # became unreadable after verification
             raise RuntimeError(f"image vanished or broke during the run: {exc}") from exc
-        return self.transform(img), torch.tensor(self.samples[idx][1], dtype=torch.long)
+        x = self.transform(img)
+        if self.with_index:
+            x = (x, torch.tensor(idx, dtype=torch.long))
+        return x, torch.tensor(self.samples[idx][1], dtype=torch.long)
 
 
 def stack_images(arrays: Sequence[np.ndarray]) -> torch.Tensor:

@@ -26,11 +26,11 @@ import torch
 
 from transferkit.config import ExportConfig, Preprocessing
 from transferkit.errors import TransferkitError, UsageError
-from transferkit.export.tta import TTAModel
 from transferkit.imaging import load_image, preprocess
 from transferkit.metadata import ModelMetadata
 from transferkit.models import count_parameters
 from transferkit.models.portable import load_portable
+from transferkit.models.tta import TTAModel
 
 __all__ = ["export_onnx", "ExportReport", "ExportValidationError", "validation_images_for"]
 

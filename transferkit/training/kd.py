@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["UNLABELED", "kd_loss", "KDObjective", "HintPair", "make_kd_objective"]
+__all__ = ["UNLABELED", "kd_loss", "KDObjective", "CachedTargets", "HintPair", "make_kd_objective"]
 
 UNLABELED = -1
 
@@ -113,8 +113,10 @@ class KDObjective:
         hint_weight: float = 0.0,
         mixup_alpha: float = 0.0,
         label_smoothing: float = 0.0,
+        teacher_tta: str = "none",
     ):
         self.teacher_path = teacher_path
+        self.teacher_tta = teacher_tta
         self.label_smoothing = label_smoothing
         self.mixup_alpha = mixup_alpha
         self.temperature, self.hard_weight, self.soft_weight = temperature, hard_weight, soft_weight
@@ -140,6 +142,37 @@ class KDObjective:
             cap = _Capture()
             _stage_output_module(teacher, built.spec, h.teacher_stage).register_forward_hook(cap)
             self._t_caps.append(cap)
+
+    def cache_targets(self, samples, prep, rank: int = 0, world: int = 1) -> None:
+        """Replace the teacher by its test-time-augmented logits for every training sample
+        (``kd.teacher_tta``): float32 ``[N, K]``, computed once, each worker scoring every
+        ``world``-th image from ``rank`` and the rows summed across workers (an all-reduce), so
+        every worker holds them all. Batches then carry ``(student_x, sample index)``.
+
+        Args:
+            samples: the training samples ``[(path, label), ...]``, in the dataset's order.
+            prep: the teacher's preprocessing (the un-augmented image, as it is scored).
+            rank, world: this worker and the number of workers.
+        """
+        from torch.utils.data import DataLoader, Subset
+
+        from transferkit.data.dataset import ImageListDataset, build_transform
+        from transferkit.models.tta import TTAModel
+
+        device = next(self.teacher.parameters()).device
+        mine = list(range(rank, len(samples), world))
+        ds = Subset(ImageListDataset(samples, build_transform(prep, None)), mine)
+        tta = TTAModel(self.teacher, self.teacher_tta).eval()
+        rows = []
+        with torch.inference_mode():
+            for x, _ in DataLoader(ds, batch_size=32):
+                rows.append(tta(x.to(device, memory_format=torch.channels_last)).float())
+        k = rows[0].shape[1] if rows else 0
+        table = torch.zeros(len(samples), k, dtype=torch.float32, device=device)
+        if rows:
+            table[mine] = torch.cat(rows)
+        _sum_across_workers(table)
+        self.teacher = CachedTargets(table)
 
     def extra_modules(
         self, student: nn.Module, spec, input_shape: tuple[int, ...]
@@ -212,6 +245,25 @@ class KDObjective:
         return loss, s_logits
 
 
+class CachedTargets(nn.Module):
+    """The teacher as a table: sample indices int64 ``[B]`` -> its logits float32 ``[B, K]``
+    (``kd.teacher_tta``, see :meth:`KDObjective.cache_targets`)."""
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.register_buffer("table", table)
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        return self.table[index]
+
+
+def _sum_across_workers(t: torch.Tensor) -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+
+
 def _mix(s_x: torch.Tensor, t_x: torch.Tensor, alpha: float):
     """Mixup (Zhang et al. 2018) applied identically to student and teacher inputs, so that the
     teacher labels exactly what the student sees ("consistent teaching", Beyer et al. 2022)."""
@@ -249,4 +301,5 @@ def make_kd_objective(cfg) -> KDObjective:
         cfg.kd.hint_weight,
         cfg.kd.mixup_alpha,
         label_smoothing=cfg.optim.label_smoothing,  # as the label-only baseline trains
+        teacher_tta=cfg.kd.teacher_tta,
     )

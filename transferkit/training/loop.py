@@ -93,13 +93,17 @@ def _loaders(
     rank: int,
     world: int,
     teacher_prep: Preprocessing | None = None,
+    indexed: bool = False,
 ):
+    """``(train loader, its sampler, val loader)`` of this worker's shards. Train batches are
+    ``(x, y)``; ``((student_x, teacher_x), y)`` with ``teacher_prep``; ``((x, sample index), y)``
+    when ``indexed`` (the teacher's targets are precomputed, see ``kd.teacher_tta``)."""
     transform = (
         build_pair_transform(prep, teacher_prep, cfg.data.augment)
         if teacher_prep
         else build_transform(prep, cfg.data.augment)
     )
-    train_ds = ImageListDataset(splits.train, transform, cache=True)
+    train_ds = ImageListDataset(splits.train, transform, cache=True, with_index=indexed)
     if cfg.data.sampler == "balanced":
         sampler = BalancedDistributedSampler([y for _, y in splits.train], world, rank, cfg.seed)
     else:
@@ -206,9 +210,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
     seed_everything(cfg.seed + rank)
+    t_prep = config.get("teacher_preprocessing")
     run = _setup(cfg, splits, prep, rank, ray.train.torch.get_device())
+    indexed = getattr(run.objective, "teacher_tta", "none") != "none"
+    if indexed:  # the teacher becomes a table of its averaged logits, one row per image
+        run.objective.cache_targets(splits.train, t_prep or prep, rank, world)
+        if rank == 0:
+            _say(f"[transferkit] teacher targets: {run.objective.teacher_tta} views averaged")
     train_loader, sampler, val_loader = _loaders(
-        cfg, splits, prep, rank, world, config.get("teacher_preprocessing")
+        cfg, splits, prep, rank, world, None if indexed else t_prep, indexed=indexed
     )
     steps = len(train_loader)
     run.scheduler = torch.optim.lr_scheduler.LambdaLR(
