@@ -54,6 +54,19 @@ def detach_console() -> None:
 
 def quiet_ray_train() -> None:
     """Inside a Ray Train worker: Ray Train's INFO lines (one per rank per report) become
-    warnings-only, so the worker's own epoch line is what a user reads."""
-    for name in ("ray.train", "ray.tune"):
+    warnings-only, so the worker's own epoch line is what a user reads.
+
+    Ray Train 2.x logs "Reporting training result N: TrainingReport(...) from rank R" through a
+    logger named after its module's file path (``logging.getLogger(__file__)`` in
+    ``ray/train/v2/_internal/execution/context.py``), outside ``ray.train``; it is turned down
+    by that name.
+    """
+    names = ["ray.train", "ray.tune"]
+    try:
+        from ray.train.v2._internal.execution import context
+
+        names.append(context.logger.name)
+    except (ImportError, AttributeError):  # another Ray version: nothing more to quiet
+        pass
+    for name in names:
         logging.getLogger(name).setLevel(logging.WARNING)
