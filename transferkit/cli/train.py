@@ -45,7 +45,7 @@ DISTILL_FIELDS = fields(
         "": "teacher unlabeled baseline baseline_dataset seed output",
         "data": "dataset image_size",
         "model": "width_mult",
-        "kd": "temperature hard_weight soft_weight hint_weight mixup_alpha",
+        "kd": "temperature hard_weight soft_weight hint_weight mixup_alpha teacher_tta",
         "optim": "epochs batch_size backbone_lr head_lr",
         "scaling": "num_workers use_gpu",
     },
@@ -130,6 +130,11 @@ def distill(
     hint_weight: float | None = Opt(None, help="Weight of the hint MSE."),
     mixup_alpha: float | None = Opt(
         None, help="Mixup alpha applied to teacher and student alike (0 = off)."
+    ),
+    teacher_tta: str | None = Opt(
+        None,
+        help="Targets from the teacher averaged over each image's views: none, hflip or d4 "
+        "(computed once; needs --mixup-alpha 0).",
     ),
     baseline: bool | None = Opt(
         None, "--baseline/--no-baseline", help="Also train a label-only student."
