@@ -53,3 +53,15 @@ def test_evaluating_a_checkpoint_says_to_export_it_first(digits_dir, tmp_path):
     out = " ".join(r.output.split())
     assert "model.pt is a PyTorch checkpoint, not ONNX" in out and "transferkit export" in out
     assert "Protobuf" not in out
+
+
+def test_evaluating_a_text_file_names_it_and_the_fix(digits_dir, tmp_path):
+    """A file no signature marks (plain text) still gets the serve command's wording, not ONNX
+    Runtime's protobuf message."""
+    text = tmp_path / "notes.onnx"
+    text.write_text("these are not weights\n")
+    r = CliRunner().invoke(app, ["evaluate", str(text), "--dataset", str(digits_dir)])
+    assert r.exit_code == 2, r.output
+    out = " ".join(r.output.split())
+    assert "is not an ONNX model (it does not parse as one)" in out and "transferkit export" in out
+    assert "Protobuf" not in out and "INVALID_PROTOBUF" not in out

@@ -20,7 +20,7 @@ import numpy as np
 
 from transferkit.data.folder import Sample
 from transferkit.errors import UsageError
-from transferkit.filetype import not_onnx_reason
+from transferkit.filetype import EXPORT_HINT, not_onnx_reason
 from transferkit.imaging import ImageDecodeError, load_image, preprocess
 from transferkit.metadata import MetadataError, ModelMetadata
 from transferkit.metrics import classification_metrics, confusion_matrix
@@ -65,8 +65,14 @@ def open_model(path: str | Path, threads: int = 0) -> tuple[Any, ModelMetadata, 
     reason = not_onnx_reason(path)  # ORT's answer to any wrong file: "Protobuf parsing failed"
     if reason is not None:
         raise UsageError(reason)
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf
+
     try:
         sess = _session(path, threads)
+    except InvalidProtobuf as exc:  # a file of another kind that nothing above recognised
+        raise UsageError(
+            f"{path} is not an ONNX model (it does not parse as one): {EXPORT_HINT}"
+        ) from exc
     except Exception as exc:  # noqa: BLE001 - ORT raises its own, non-exported exception types
         raise UsageError(f"{path} is not a loadable ONNX model: {exc}") from exc
     try:
