@@ -434,7 +434,7 @@ def _bad_class_folder(digit_folder: Path, tmp_path: Path) -> Path:
         ("unknown split", ["--split 'holdout'", "test, val, train, all"]),
         ("missing folder", ["no_such_folder", "neither an existing folder nor a bundled dataset"]),
         ("class the model lacks", ["'cat'", "the model does not know", "'0', '1'"]),
-        ("not an ONNX file", ["notes.onnx", "not a loadable ONNX model"]),
+        ("not an ONNX file", ["notes.onnx", "not an ONNX model", "transferkit export"]),
         ("missing model", ["missing.onnx", "file not found"]),
     ],
 )
