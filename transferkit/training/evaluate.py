@@ -13,6 +13,16 @@ __all__ = ["eval_sums", "sums_to_metrics", "confusion_from_sums", "predict_logit
 
 
 @torch.inference_mode()
+def sum_across_workers(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` over the DDP workers in place (all-reduce); unchanged with one worker or no
+    process group. Returns ``t``."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
 def eval_sums(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],

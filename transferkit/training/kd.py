@@ -158,6 +158,7 @@ class KDObjective:
 
         from transferkit.data.dataset import ImageListDataset, build_transform
         from transferkit.models.tta import TTAModel
+        from transferkit.training.evaluate import sum_across_workers
 
         device = next(self.teacher.parameters()).device
         mine = list(range(rank, len(samples), world))
@@ -171,7 +172,7 @@ class KDObjective:
         table = torch.zeros(len(samples), k, dtype=torch.float32, device=device)
         if rows:
             table[mine] = torch.cat(rows)
-        _sum_across_workers(table)
+        sum_across_workers(table)
         self.teacher = CachedTargets(table)
 
     def extra_modules(
@@ -255,13 +256,6 @@ class CachedTargets(nn.Module):
 
     def forward(self, index: torch.Tensor) -> torch.Tensor:
         return self.table[index]
-
-
-def _sum_across_workers(t: torch.Tensor) -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
 
 
 def _mix(s_x: torch.Tensor, t_x: torch.Tensor, alpha: float):

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from transferkit.config import FinetuneConfig, Preprocessing
@@ -35,7 +34,7 @@ from transferkit.data.dataset import (
 from transferkit.data.folder import Splits
 from transferkit.logs import quiet_ray_train, setup_console
 from transferkit.models import BuiltModel, build_model, param_groups, set_train_mode
-from transferkit.training.evaluate import eval_sums, sums_to_metrics
+from transferkit.training.evaluate import eval_sums, sum_across_workers, sums_to_metrics
 from transferkit.training.objectives import class_weights, make_objective
 from transferkit.training.schedule import warmup_cosine
 
@@ -51,12 +50,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def _all_reduce(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
 
 
 def make_optimizer(
@@ -235,7 +228,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics = {"epoch": epoch + 1, **_train_epoch(run, train_loader)}
         run.student.eval()
         val = eval_sums(run.student, val_loader, run.device, run.num_classes, run.amp_dtype)
-        metrics.update(sums_to_metrics(_all_reduce(val), run.num_classes, "val"))
+        metrics.update(sums_to_metrics(sum_across_workers(val), run.num_classes, "val"))
         metrics.update(
             images_per_s=metrics.pop("images_per_s"),
             lr_backbone=_group_lr(run.optimizer, "backbone"),
@@ -343,7 +336,7 @@ def _train_epoch(run: _Run, loader: DataLoader) -> dict[str, float]:
         tr[0] += loss.detach().double() * labels.numel()
         tr[1] += labels.numel()
     elapsed = time.perf_counter() - t0
-    _all_reduce(tr)
+    sum_across_workers(tr)
     return {
         "train_loss": float(tr[0] / max(tr[1], 1)),
         "images_per_s": float(tr[1]) / max(elapsed, 1e-9),
