@@ -36,6 +36,7 @@ from transferkit.logs import quiet_ray_train, setup_console
 from transferkit.models import BuiltModel, build_model, param_groups, set_train_mode
 from transferkit.training.evaluate import eval_sums, sum_across_workers, sums_to_metrics
 from transferkit.training.objectives import class_weights, make_objective
+from transferkit.training.precision import autocast_dtype
 from transferkit.training.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -289,7 +290,9 @@ def _setup(
     torch.manual_seed(cfg.seed + rank)
     model = ray.train.torch.prepare_model(net)
     optimizer = make_optimizer(cfg, built, built.model, extras)
-    amp_dtype = torch.bfloat16 if device.type == "cuda" else None
+    amp_dtype = autocast_dtype(cfg.scaling.precision, device)
+    if rank == 0 and amp_dtype is not None and device.type == "cpu":
+        _say("[transferkit] precision: bfloat16 autocast on the CPU (scaling.precision)")
     return _Run(
         cfg, rank, device, amp_dtype, len(splits.class_names), objective, built, extras, model,
         optimizer,

@@ -1,0 +1,60 @@
+"""``scaling.precision``: which dtype ``torch.autocast`` gets (Ray-free)."""
+
+import pytest
+import torch
+
+from transferkit.config import ConfigError, FinetuneConfig
+from transferkit.training.precision import autocast_dtype, cpu_has_native_bf16
+
+CPU, GPU = torch.device("cpu"), torch.device("cuda")
+
+
+@pytest.mark.parametrize(
+    ("precision", "device", "dtype"),
+    [
+        ("auto", CPU, None),
+        ("auto", GPU, torch.bfloat16),
+        ("fp32", CPU, None),
+        ("fp32", GPU, None),
+        ("bf16", GPU, torch.bfloat16),
+    ],
+)
+def test_precision_maps_to_the_autocast_dtype(precision, device, dtype):
+    assert autocast_dtype(precision, device) is dtype
+
+
+def test_bf16_on_a_cpu_is_honoured_and_warns_only_without_native_support(caplog):
+    with caplog.at_level("WARNING"):
+        assert autocast_dtype("bf16", CPU) is torch.bfloat16
+    assert ("emulated" in caplog.text) is (not cpu_has_native_bf16())
+
+
+def test_native_bf16_probe_agrees_with_the_cpu_flags():
+    """The probe against /proc/cpuinfo's flags (Linux), an independent source."""
+    try:
+        flags = next(
+            line.split(":", 1)[1].split()
+            for line in open("/proc/cpuinfo")
+            if line.startswith("flags")
+        )
+    except (OSError, StopIteration):
+        pytest.skip("no /proc/cpuinfo flags here")
+    assert cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_tile" in flags)
+
+
+def test_unknown_precision_is_refused_naming_the_field_and_values():
+    with pytest.raises(ValueError, match="scaling.precision must be auto, bf16 or fp32"):
+        autocast_dtype("fp16", CPU)
+    with pytest.raises((ConfigError, ValueError), match="precision"):
+        FinetuneConfig.model_validate({"scaling": {"precision": "fp16"}})
+
+
+def test_bf16_autocast_keeps_weights_and_gradients_float32():
+    """What the worker loop does on a CPU: convolutions in bfloat16, weights and grads float32."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    x = torch.randn(2, 3, 8, 8)
+    with torch.autocast("cpu", dtype=autocast_dtype("bf16", CPU)):
+        logits = net(x)
+    assert logits.dtype is torch.bfloat16
+    torch.nn.functional.cross_entropy(logits.float(), torch.tensor([0, 1])).backward()
+    assert {p.grad.dtype for p in net.parameters()} == {torch.float32}
