@@ -75,3 +75,16 @@ def test_a_student_input_size_reaches_the_student_alone():
         cfg.model_copy(update={"student": cfg.student.model_copy(update={"image_size": None})})
     )
     assert default["student"].data.image_size == 32
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_search_fits_this_2_cpu_machine(name):
+    """The pre-flight check a pipeline runs against ``ray.cluster_resources()``, here against
+    this machine's 2 CPUs: a partial ``tune.scaling`` that fills in 1 CPU per worker fails it."""
+    from transferkit.tuning.resources import plan_concurrency
+
+    cfg = load_config(PipelineConfig, ROOT / "configs" / name)
+    for who in ("teacher", "student"):
+        search = stage_configs(cfg)[f"tune-{who}"]
+        if search is not None:
+            assert plan_concurrency(search, {"CPU": 2.0}, f"{who}.tune") >= 1
