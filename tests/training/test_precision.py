@@ -23,10 +23,18 @@ def test_precision_maps_to_the_autocast_dtype(precision, device, dtype):
     assert autocast_dtype(precision, device) is dtype
 
 
-def test_bf16_on_a_cpu_is_honoured_and_warns_only_without_native_support(caplog):
+def test_bf16_on_a_cpu_needs_native_support_and_says_so_when_it_falls_back(caplog, monkeypatch):
     with caplog.at_level("WARNING"):
-        assert autocast_dtype("bf16", CPU) is torch.bfloat16
+        expected = torch.bfloat16 if cpu_has_native_bf16() else None
+        assert autocast_dtype("bf16", CPU) is expected
     assert ("emulated" in caplog.text) is (not cpu_has_native_bf16())
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: False)  # a CPU without either
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert autocast_dtype("bf16", CPU) is None
+    assert "training in float32" in caplog.text
+    assert autocast_dtype("bf16", GPU) is torch.bfloat16
 
 
 def test_native_bf16_probe_agrees_with_the_cpu_flags():

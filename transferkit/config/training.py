@@ -69,9 +69,10 @@ class ScalingConf(Strict):
             the workers fit the resources the cluster has now.
         precision: the dtype of the forward and backward passes (``torch.autocast``; weights,
             optimizer state and losses stay float32): ``auto`` is bfloat16 on a GPU and float32
-            on a CPU; ``bf16`` asks for bfloat16 on a CPU too, which pays on CPUs with AVX512-BF16
-            or AMX (this project's 2-core Zen 4: a MobileNetV2 step 1.3x faster at 192 px, its
-            5-stage cut 1.7x at 256 px; ``bench/precision.py``); ``fp32`` never autocasts.
+            on a CPU; ``bf16`` asks for bfloat16 on a CPU too where it runs natively (AVX512-BF16
+            or AMX; this project's 2-core Zen 4: a MobileNetV2 step 1.3x faster at 192 px, its
+            5-stage cut 1.7x at 256 px, ``bench/precision.py``), float32 on other CPUs;
+            ``fp32`` never autocasts.
     """
 
     num_workers: int = Field(2, ge=1, le=4096)

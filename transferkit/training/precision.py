@@ -28,9 +28,9 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The ``torch.autocast`` dtype for ``precision`` on ``device``, ``None`` for float32.
 
     Args:
-        precision: ``auto`` (bfloat16 on a GPU, float32 on a CPU), ``bf16`` (bfloat16 on any
-            device; on a CPU without native support it still runs, with a warning that it may be
-            slower) or ``fp32``.
+        precision: ``auto`` (bfloat16 on a GPU, float32 on a CPU), ``bf16`` (bfloat16 on a GPU
+            and on a CPU with native support; float32, with a warning, on a CPU without it, where
+            oneDNN would emulate bfloat16 more slowly than float32 runs) or ``fp32``.
         device: where the run computes.
 
     Raises:
@@ -42,7 +42,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         return None
     if device.type == "cpu" and not cpu_has_native_bf16():
         log.warning(
-            "scaling.precision=bf16 on a CPU without AVX512-BF16 or AMX: bfloat16 is emulated "
-            "and may be slower than fp32"
+            "scaling.precision=bf16: this CPU has neither AVX512-BF16 nor AMX, where bfloat16 "
+            "would be emulated and slower; training in float32"
         )
+        return None
     return torch.bfloat16
