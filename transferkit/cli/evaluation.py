@@ -1,5 +1,4 @@
-"""``transferkit export`` (a run to a checked ONNX file) and ``transferkit evaluate`` (an ONNX file
-scored with ONNX Runtime alone)."""
+"""``transferkit evaluate``: an ONNX file scored with ONNX Runtime alone."""
 
 from __future__ import annotations
 
@@ -9,69 +8,6 @@ from typing import Any
 import typer
 
 from transferkit.cli.common import app, fail, run
-
-
-@app.command("export")
-def export_cmd(
-    run: Path = typer.Argument(..., help="Run folder (or its model.pt)."),
-    output: Path = typer.Option(
-        Path("model.onnx"), "--output", "-o", help="The .onnx file to write."
-    ),
-    opset: int = typer.Option(18, help="ONNX opset (>= 18 with the dynamo exporter)."),
-    atol: float = typer.Option(1e-4, help="Max allowed |logit difference| vs PyTorch."),
-    images: Path | None = typer.Option(
-        None, help="Folder of images to validate on (default: the run's test split)."
-    ),
-    validation_images: int = typer.Option(512, help="How many images to compare."),
-    tta: str = typer.Option(
-        "none",
-        help="Test-time augmentation in the graph: none, hflip (2 views) or d4 (8: rotations "
-        "and flips); logits averaged, one forward pass per view.",
-    ),
-) -> None:
-    """Export a run to ONNX and validate it against PyTorch (fails when any check fails)."""
-    from transferkit.config import ConfigError, ExportConfig, validate
-
-    try:
-        cfg = validate(
-            ExportConfig,
-            {
-                "run": str(run),
-                "output": str(output),
-                "opset": opset,
-                "atol": atol,
-                "validation_images": validation_images,
-                "tta": tta,
-            },
-            source="command line",
-        )
-    except ConfigError as exc:
-        fail(str(exc))
-    paths = None
-    if images is not None:
-        from transferkit.imaging import IMAGE_EXTENSIONS
-
-        if not images.is_dir():
-            fail(f"--images {images}: not a folder")
-        paths = [str(p) for p in sorted(images.rglob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS]
-    from transferkit.errors import TransferkitError
-    from transferkit.export.onnx_export import ExportValidationError, export_onnx
-    from transferkit.models.portable import PortableModelError
-
-    try:
-        report = export_onnx(cfg, images=paths)
-    except ExportValidationError as exc:
-        fail(str(exc), code=1)
-    except (PortableModelError, TransferkitError) as exc:
-        fail(str(exc))
-    typer.echo(
-        f"exported {report.onnx_path} ({report.file_bytes / 1e6:.1f} MB, opset {report.opset}"
-        + (f", test-time augmentation {report.tta}" if report.tta != "none" else "")
-        + ")\n"
-        f"validated on {report.images_compared} images ({report.image_source}): max |logit diff| "
-        f"{report.max_abs_diff:.2e} (<= {cfg.atol:g}), top-1 agreement {report.top1_agreement:.2%}, "
-        f"batches {report.batch_sizes_checked}"
-    )
 
 
 @app.command()

@@ -29,7 +29,13 @@ from transferkit.config.base import (
 )
 from transferkit.config.data import AugmentConfig, DataConfig
 from transferkit.config.distill import DistillConfig, KDConfig
-from transferkit.config.export import EvaluateConfig, ExportConfig, ExportSettings, PipelineExport
+from transferkit.config.export import (
+    EvaluateConfig,
+    ExportConfig,
+    ExportSettings,
+    PipelineExport,
+    QuantizeSettings,
+)
 from transferkit.config.model import ModelConfig, StudentModel
 from transferkit.config.pipeline import (
     PipelineConfig,
@@ -87,6 +93,7 @@ __all__ = [
     "PipelineTeacher",
     "PipelineStudent",
     "PipelineExport",
+    "QuantizeSettings",
     "EvaluateConfig",
     "PipelineConfig",
     "PublishedResult",
