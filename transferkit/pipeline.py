@@ -201,6 +201,57 @@ def _export(
     return run
 
 
+def _quantize(
+    out: Path, cfg: PipelineConfig, teacher_dir: Path, names: list[str]
+) -> Callable[[bool], dict[str, Any]]:
+    """INT8 (or fp16) versions of ``names``' fp32 files: ``<name>-int8.onnx`` (``-fp16``), each
+    calibrated on the teacher run's training split and gated on its test split; a refusal is a
+    result (``shipped: None`` and the figures), not a failure."""
+
+    def run(resume: bool) -> dict[str, Any]:
+        from transferkit.export.compact import run_splits
+        from transferkit.export.quantize import QuantizationRefused, quantize_model, report_path
+
+        q = cfg.export.quantization
+        splits = run_splits(teacher_dir)
+        result = {}
+        for name in names:
+            target = out / f"{name}-{_kind(cfg)}.onnx"
+            if q.quantize == "fp16":
+                from transferkit.export.fp16 import convert_fp16
+
+                paths = [p for p, _ in splits["test"]][: cfg.export.validation_images]
+                convert_fp16(out / f"{name}.onnx", target, paths, force=q.force)
+                result[name] = {"onnx": str(target), "shipped": "fp16", "forced": q.force}
+                continue
+            try:
+                rep = quantize_model(
+                    out / f"{name}.onnx",
+                    target,
+                    [p for p, _ in splits["train"]],
+                    splits["test"],
+                    q,
+                    cfg.evaluate.threads,
+                )
+            except QuantizationRefused as exc:
+                _say(f"{name}: {exc}")
+                rep = exc.report
+            result[name] = {
+                "onnx": str(target) if rep["shipped"] else None,
+                "shipped": rep["shipped"],
+                "forced": rep.get("forced", False),
+                "figures": str(report_path(target)),
+                "verdicts": rep["verdicts"],
+            }
+        return result
+
+    return run
+
+
+def _kind(cfg: PipelineConfig) -> str:
+    return "fp16" if cfg.export.quantization.quantize == "fp16" else "int8"
+
+
 def _evaluate(
     out: Path, cfg: PipelineConfig, teacher_dir: Path, names: list[str]
 ) -> Callable[[bool], dict[str, Any]]:
@@ -257,18 +308,47 @@ def run_pipeline(cfg: PipelineConfig, force: bool = False) -> dict[str, Any]:
         teacher_dir = teacher_dir.parent
     runs = _training_stages(stages, stage, results, teacher_dir, out)
     stage("export", cfg.export, [d / "model.pt" for d in runs.values()], _export(out, cfg, runs))
-    onnx_files = [out / f"{n}.onnx" for n in runs]
-    stage("evaluate", cfg.evaluate, onnx_files, _evaluate(out, cfg, teacher_dir, list(runs)))
+    names = _quantized(cfg, stage, results, runs, teacher_dir, out)
+    onnx_files = [out / f"{n}.onnx" for n in names]
+    stage("evaluate", cfg.evaluate, onnx_files, _evaluate(out, cfg, teacher_dir, names))
     from transferkit.report import write_report
 
     seconds = {
         name: (records.read(name) or {}).get("seconds")
-        for name in ("tune-teacher", "teacher", "tune-student", "student", "export", "evaluate")
+        for name in (
+            "tune-teacher",
+            "teacher",
+            "tune-student",
+            "student",
+            "export",
+            "quantize",
+            "evaluate",
+        )  # fmt: skip
     }
     results["seconds"] = {k: v for k, v in seconds.items() if v is not None}
     report = write_report(cfg, out, runs, results)
     _say(f"report: {report['report_md']}")
     return report
+
+
+def _quantized(
+    cfg: PipelineConfig,
+    stage: Callable[..., None],
+    results: dict[str, Any],
+    runs: dict[str, Path],
+    teacher_dir: Path,
+    out: Path,
+) -> list[str]:
+    """The optional quantization stage (teacher and distilled student); returns the names of the
+    files to evaluate, each quantized file right after its fp32 one."""
+    if cfg.export.quantization.quantize == "none":
+        return list(runs)
+    targets = [n for n in ("teacher", "student") if n in runs]
+    inputs = [out / f"{n}.onnx" for n in targets]
+    stage("quantize", cfg.export.quantization, inputs, _quantize(out, cfg, teacher_dir, targets))
+    shipped = {n for n, r in results["quantize"].items() if r["onnx"]}
+    kind = _kind(cfg)
+    return [m for n in runs for m in ([n, f"{n}-{kind}"] if n in shipped else [n])]
 
 
 def _training_stages(

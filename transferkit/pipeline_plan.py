@@ -165,6 +165,15 @@ def validate_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
                 f"teacher.run: the teacher's classes {t_classes} differ from the data's "
                 f"{classes} (data.dataset = {cfg.data.dataset})"
             )
+    q = cfg.export.quantization
+    if q.quantize == "fp16":
+        from transferkit.errors import UsageError
+        from transferkit.export.fp16 import require_gpu
+
+        try:
+            require_gpu(q.force)
+        except UsageError as exc:
+            raise ConfigError(f"export.quantization.quantize: {exc}") from None
     stages = stage_configs(cfg)
     _check_class_options(cfg, stages, classes)
     _check_models(cfg, stages, len(classes))

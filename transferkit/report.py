@@ -141,6 +141,7 @@ def write_report(
         "published": [p.model_dump(mode="json") for p in cfg.report.published],
         "seconds": {**seconds, "total": sum(seconds.values())},
         "export": results.get("export", {}),
+        "quantization": results.get("quantize", {}),
         "training": {
             name: {
                 "run_dir": str(d),
@@ -195,6 +196,11 @@ def _artifacts(
     return {
         **{f"{n}_run": str(d) for n, d in runs.items()},
         **{f"{n}_onnx": str(out / f"{n}.onnx") for n in runs},
+        **{
+            f"{Path(x['onnx']).stem}_onnx": x["onnx"]
+            for x in results.get("quantize", {}).values()
+            if x.get("onnx")
+        },  # fmt: skip
         **({"training_curves": str(out / "training_curves.png")} if curves else {}),
         **({"confusion_matrices": str(out / "confusion_matrices.png")} if confusion else {}),
         **{f"{k}_plot": results[k]["plot"] for k in searches},
@@ -261,6 +267,7 @@ def _markdown(r: dict[str, Any], has_curves: bool, has_confusion: bool = False) 
         if has_confusion:
             lines += ["", "![confusion matrices](confusion_matrices.png)"]
         lines.append("")
+    lines += _quantization_lines(r.get("quantization") or {})
     lines += _published_lines(r) + _training_lines(r, has_curves)
     for key, search in r["search"].items():
         lines += _search_lines(key, search, r["pipeline"])
@@ -274,6 +281,30 @@ def _markdown(r: dict[str, Any], has_curves: bool, has_confusion: bool = False) 
         lines.append("")
     lines += ["## Artifacts", ""] + [f"- {k}: `{v}`" for k, v in r["artifacts"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _quantization_lines(q: dict[str, Any]) -> list[str]:
+    """What the quantization stage shipped (its rows are in the models table) or refused."""
+    if not q:
+        return []
+    lines = ["## Quantization", ""]
+    for name, x in q.items():
+        if x.get("shipped") == "fp16":
+            lines.append(f"- {name}: fp16 file `{x['onnx']}`")
+            continue
+        verdicts = x.get("verdicts", {})
+        why = "; ".join(
+            f"{v}: accuracy {-100 * d['accuracy_drop']:+.2f} pts, batch-32 latency "
+            f"{d['latency_ratio']:.2f}x fp32" + ("" if d["passed"] else " (fails the gate)")
+            for v, d in verdicts.items()
+        )
+        if x.get("shipped"):
+            how = "forced past the gate" if x.get("forced") else "passed the gate"
+            lines.append(f"- {name}: INT8 {x['shipped']} ({how}) `{x['onnx']}`. {why}.")
+        else:
+            lines.append(f"- {name}: no INT8 file: no variant passed the gate. {why}.")
+        lines.append(f"  Figures: `{x.get('figures')}`")
+    return lines + [""]
 
 
 def _ratio_lines(r: dict[str, Any]) -> list[str]:

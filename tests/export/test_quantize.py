@@ -136,3 +136,13 @@ def test_a_gate_nothing_passes_writes_no_model_but_the_figures(serving_onnx, dig
     assert figures["shipped"] is None and list(figures["variants"]) == ["qdq"]
     assert figures["verdicts"]["qdq"]["latency_ok"] is False
     assert exc.value.report["fp32"]["test_acc"] == figures["fp32"]["test_acc"]
+
+
+def test_inspect_shows_the_variant_and_the_gate_figures(shipped):
+    from transferkit.export.inspect import inspect_onnx
+
+    out, report = shipped
+    r = inspect_onnx(out)
+    q = r["transferkit"]["quantization"]
+    assert q["variant"] == report["shipped"] and q["gate"]["max_latency_ratio"] == 100.0
+    assert r["inputs"][0]["dtype"] == "float32" and r["inputs"][0]["shape"][0] == "batch"
