@@ -70,9 +70,11 @@ class ScalingConf(Strict):
         precision: the dtype of the forward and backward passes (``torch.autocast``; weights,
             optimizer state and losses stay float32): ``auto`` is bfloat16 on a GPU and float32
             on a CPU; ``bf16`` asks for bfloat16 on a CPU too where it runs natively (AVX512-BF16
-            or AMX; this project's 2-core Zen 4: a MobileNetV2 step 1.3x faster at 192 px, its
-            5-stage cut 1.7x at 256 px, ``bench/precision.py``), float32 on other CPUs;
-            ``fp32`` never autocasts.
+            or AMX), float32 on other CPUs; ``fp32`` never autocasts. Measure before relying on
+            it: on this project's 2-core Zen 4 one isolated MobileNetV2 step is 1.3-1.7x faster
+            in bf16 (``bench/precision.py``), yet the ELPV pipeline's 2-worker runs were not
+            (teacher 30 vs 32 images/s, student 13.7 vs 14-18), so ``configs/elpv.yaml`` stays
+            float32.
     """
 
     num_workers: int = Field(2, ge=1, le=4096)
