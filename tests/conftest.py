@@ -107,39 +107,19 @@ def exported_onnx(trained_run, tmp_path_factory) -> Path:
 SERVING_CLASS_NAMES = [str(i) for i in range(10)]
 
 
-def _tiny_cnn():  # torch imported here only: the serving package itself never imports it
-    import torch
-    from torch import nn
-
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(16, len(SERVING_CLASS_NAMES)),
-    )
-    with torch.no_grad():  # spread the logits so the top-1 class is never a near-tie
-        model[-1].weight.mul_(20.0)
-    return model.eval()
-
-
 @pytest.fixture(scope="session")
 def serving_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A self-contained ONNX classifier (float32 [N,3,32,32] -> logits [N,10]) with metadata."""
     import onnx
     import torch
+    from helpers import tiny_cnn
 
     from transferkit.config import Preprocessing
     from transferkit.metadata import ModelMetadata
 
     path = tmp_path_factory.mktemp("serving_model") / "digits_cnn.onnx"
     torch.onnx.export(
-        _tiny_cnn(),
+        tiny_cnn(3, len(SERVING_CLASS_NAMES)),
         (torch.randn(2, 3, 32, 32),),
         str(path),
         dynamo=True,

@@ -163,3 +163,28 @@ def torchvision_eval_transform(prep: Any) -> Callable[[Any], Any]:
             T.Normalize(prep.mean, prep.std),
         ]
     )
+
+
+def tiny_cnn(channels: int = 3, num_classes: int = 10) -> Any:
+    """A small CNN (``torch.nn.Sequential``, seed 0, eval mode) for ONNX files without training:
+    float32 ``[N, channels, H, W]`` -> logits ``[N, num_classes]``, the last layer's weights
+    scaled by 20 so the top-1 class is rarely a near-tie. torch is imported here only: the
+    serving package itself never imports it."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(channels, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, num_classes),
+    )
+    with torch.no_grad():
+        model[-1].weight.mul_(20.0)
+    return model.eval()

@@ -22,6 +22,7 @@ __all__ = [
     "decode_image",
     "load_image",
     "to_mode",
+    "to_uint8_hwc",
     "preprocess",
     "IMAGE_EXTENSIONS",
 ]
@@ -114,6 +115,23 @@ def to_mode(img: Image.Image, channels: int) -> Image.Image:
     elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
     return img.convert(mode)
+
+
+def to_uint8_hwc(img: Image.Image, channels: int) -> np.ndarray:
+    """The raw pixels a model with embedded preprocessing takes (``transferkit.export.embed``).
+
+    Args:
+        img: a decoded PIL image of any mode and size.
+        channels: the model's channel count (1 or 3), used when ``img`` is neither ``L`` nor
+            ``RGB`` (converted with :func:`to_mode`, as :func:`preprocess` would).
+
+    Returns:
+        uint8 ``[H, W, C]``, C = 1 (``L``) or 3 (``RGB``); the graph converts it to ``channels``.
+    """
+    if img.mode not in ("L", "RGB"):
+        img = to_mode(img, channels)
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[:, :, None] if arr.ndim == 2 else arr
 
 
 def resize_and_crop(img: Image.Image, prep: Preprocessing) -> Image.Image:
