@@ -11,7 +11,8 @@ Routes (Open Inference Protocol v2, the KServe v2 REST protocol, see :mod:`.oip`
     ``POST /v2/models/{name}[/versions/{v}]/infer``: an OIP v2 JSON request
         (``application/json``), or one encoded image as the raw body (``image/*`` or
         ``application/octet-stream``; transferkit's extension: no megabytes of JSON floats).
-        Answers the OIP v2 response with the logits ``FP32 [N, K]``.
+        Answers the OIP v2 response with the logits ``FP32 [N, K]`` (the probabilities, for a
+        model with embedded preprocessing, which takes ``UINT8 [N, H, W, C]`` images).
     ``POST /v1/predict``: one image (multipart upload or raw body); ``?top_k=N``, ``?model=NAME``.
         Answers ``{"model": NAME, "predictions": [{"label": "7", "probability": 0.98}, ...]}``.
     ``GET /v1/model`` (``?model=NAME``), ``GET /v1/models``: transferkit's own metadata.
@@ -195,7 +196,8 @@ async def infer(request: Request, name: str) -> Response:
         name: the model.
 
     Returns:
-        The OIP v2 response with the logits ``FP32 [N, K]``.
+        The OIP v2 response with the logits ``FP32 [N, K]`` (probabilities for a model with
+        embedded preprocessing).
 
     Raises:
         UnsupportedMediaTypeError: neither JSON nor an image type (415).

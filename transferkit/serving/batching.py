@@ -7,6 +7,10 @@ Policy (Triton's dynamic batcher, made adaptive so that a lone request never wai
   requests are still *on their way* (being read or preprocessed: :meth:`DynamicBatcher.arriving`),
   waits for them up to ``max_queue_delay_ms`` after the oldest queued request;
 * with nothing on its way, it runs at once: a lone request on an idle server pays no window;
+* only requests of one shape share a batch: a model with embedded preprocessing takes each image
+  at its own size (uint8 ``[n, H, W, C]``), and arrays of different sizes cannot be stacked, so a
+  batch takes the queued requests of its oldest request's shape and the others keep their place
+  for the next one;
 * one ORT run per batch, in one dedicated thread (batches of a model never overlap, so ORT's
   intra-op pool owns the cores); the ``[N, K]`` result is split back by request.
 
@@ -158,13 +162,22 @@ class DynamicBatcher:
     # -- consumer side -----------------------------------------------------------------------------
 
     def _take(self, batch: list[_Item], rows: int) -> int:
-        """Move queued items into ``batch`` while they fit; the new row count."""
-        while self._queue and (not batch or rows + len(self._queue[0].x) <= self.max_batch_size):
-            item = self._queue.popleft()
+        """Move queued items into ``batch`` while they fit; the new row count. Items of another
+        shape than the batch's first (bar the row count) stay queued, in order, for the next."""
+        skipped: list[_Item] = []
+        while self._queue:
+            item = self._queue[0]
             if item.future.done():  # the client went away while queued
+                self._queue.popleft()
                 continue
-            batch.append(item)
+            if batch and item.x.shape[1:] != batch[0].x.shape[1:]:
+                skipped.append(self._queue.popleft())
+                continue
+            if batch and rows + len(item.x) > self.max_batch_size:
+                break
+            batch.append(self._queue.popleft())
             rows += len(item.x)
+        self._queue.extendleft(reversed(skipped))
         return rows
 
     async def _collect(self) -> list[_Item]:

@@ -22,7 +22,7 @@ from PIL import Image
 
 from transferkit.errors import TransferkitError
 from transferkit.filetype import EXPORT_HINT, not_onnx_reason
-from transferkit.imaging import ImageTooLargeError, decode_image, preprocess
+from transferkit.imaging import ImageTooLargeError, decode_image, preprocess, to_uint8_hwc
 from transferkit.metadata import ModelMetadata
 from transferkit.metrics import softmax
 from transferkit.serving.limits import DEFAULT_MAX_IMAGE_PIXELS
@@ -39,7 +39,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_ORT_DTYPES = {"tensor(float)": "FP32"}
+_ORT_DTYPES = {"tensor(float)": "FP32", "tensor(uint8)": "UINT8", "tensor(int64)": "INT64"}
 
 
 class ModelLoadError(TransferkitError, RuntimeError):
@@ -84,8 +84,11 @@ class OnnxClassifier:
     """One ONNX classifier exported by ``transferkit export``, served with ONNX Runtime.
 
     The graph takes float32 ``[N, C, H, W]`` (the metadata's ``Preprocessing``) and returns
-    float32 logits ``[N, K]``, one column per class name. ``session.run`` is thread-safe, so one
-    instance serves concurrent requests.
+    float32 logits ``[N, K]``, one column per class name. A file written by
+    ``transferkit.export.embed`` (``extra["embedded_preprocessing"]``) takes the decoded image,
+    uint8 ``[N, H, W, C]``, and returns probabilities ``[N, K]``: :meth:`preprocess` then only
+    converts the image to an array and :meth:`postprocess` skips the softmax. ``session.run`` is
+    thread-safe, so one instance serves concurrent requests.
 
     Args:
         path: the ``.onnx`` file (self-contained; transferkit metadata in ``metadata_props``).
@@ -123,6 +126,7 @@ class OnnxClassifier:
         self.session = self._open(list(providers) if providers else default_providers())
         self.metadata = ModelMetadata.from_props(self.session.get_modelmeta().custom_metadata_map)
         self.preprocessing = self.metadata.preprocessing
+        self.embedded = bool(self.metadata.extra.get("embedded_preprocessing"))
         self.input_name, self.output_name = self._io_names()
         self._check_input()
         self.num_classes = len(self.metadata.class_names)
@@ -183,6 +187,13 @@ class OnnxClassifier:
         prep = self.preprocessing
         expected = [-1, prep.channels, prep.input_size, prep.input_size]
         shape = _shape(node.shape)
+        if self.embedded:
+            if node.type != "tensor(uint8)" or len(shape) != 4:
+                raise ModelLoadError(
+                    f"input {node.name!r} is {node.type} {shape}; a model with embedded "
+                    "preprocessing takes uint8 [N, H, W, C]"
+                )
+            return
         if node.type != "tensor(float)":
             raise ModelLoadError(
                 f"input {node.name!r} is {node.type}; transferkit serves float32 inputs"
@@ -195,7 +206,10 @@ class OnnxClassifier:
     def _warm_up(self) -> None:
         """Run one zeros batch (allocations, kernel choice) and check the output width."""
         p = self.preprocessing
-        x = np.zeros((1, p.channels, p.input_size, p.input_size), dtype=np.float32)
+        if self.embedded:
+            x = np.zeros((1, p.input_size, p.input_size, 3), dtype=np.uint8)
+        else:
+            x = np.zeros((1, p.channels, p.input_size, p.input_size), dtype=np.float32)
         try:
             logits = self.predict_batch(x)
         except Exception as exc:
@@ -227,25 +241,30 @@ class OnnxClassifier:
             image: a PIL image of any mode and size.
 
         Returns:
-            float32 ``(C, H, W)``, normalised with the metadata's mean/std.
+            float32 ``(C, H, W)``, normalised with the metadata's mean/std; for a model with
+            embedded preprocessing, the image's own pixels, uint8 ``(H, W, C)`` with C = 1 or 3
+            (``transferkit.imaging.to_uint8_hwc``): the graph resizes and normalises.
         """
+        if self.embedded:
+            return to_uint8_hwc(image, self.preprocessing.channels)
         return preprocess(image, self.preprocessing)
 
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
         """Run the graph.
 
         Args:
-            x: float32 ``[N, C, H, W]`` preprocessed images.
+            x: float32 ``[N, C, H, W]`` preprocessed images; with embedded preprocessing, uint8
+                ``[N, H, W, C]`` images of one size (``preprocess``'s arrays, stacked).
 
         Returns:
-            float32 logits ``[N, K]``.
+            float32 logits ``[N, K]``; with embedded preprocessing, probabilities ``[N, K]``.
 
         Raises:
             ValueError: ``x`` is not a 4-D array (ORT raises for other shape/dtype mismatches).
         """
         if x.ndim != 4:
             raise ValueError(f"expected a [N, C, H, W] batch; got shape {list(x.shape)}")
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        x = np.ascontiguousarray(x, dtype=np.uint8 if self.embedded else np.float32)
         (logits,) = self.session.run([self.output_name], {self.input_name: x})
         return logits
 
@@ -253,14 +272,15 @@ class OnnxClassifier:
         """Logits of one image -> the ``top_k`` most probable classes.
 
         Args:
-            logits: ``[K]`` logits.
+            logits: ``[K]`` logits (probabilities for a model with embedded preprocessing,
+                whose graph has the softmax).
             top_k: how many to return (capped at K; at least 1).
 
         Returns:
             ``[{"label": str, "probability": float}, ...]`` sorted by probability, descending
             (ties: lower class index first).
         """
-        probs = softmax(logits)
+        probs = logits.astype(np.float64) if self.embedded else softmax(logits)
         k = max(1, min(int(top_k), probs.shape[-1]))
         order = np.argsort(-probs, kind="stable")[:k]
         names = self.metadata.class_names
@@ -310,8 +330,9 @@ class OnnxClassifier:
             which: ``"input"`` or ``"output"``.
 
         Returns:
-            ``{"name", "datatype", "shape"}``: datatype ``FP32``, symbolic dimensions (the batch)
-            as -1.
+            ``{"name", "datatype", "shape"}``: datatype ``FP32`` (``UINT8`` for the image input of
+            a model with embedded preprocessing), symbolic dimensions (the batch; H, W and C of
+            an embedded image input) as -1.
         """
         if which == "input":
             node = self._node(self.input_name, self.session.get_inputs())

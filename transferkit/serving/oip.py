@@ -15,7 +15,9 @@ https://github.com/kserve/open-inference-protocol, ``specification/protocol/infe
 * errors ``{"error": "<message>"}``.
 
 Only what a transferkit model takes is accepted: one ``FP32`` input ``[N, C, H, W]`` and its
-logits output ``FP32 [N, K]``. The binary tensor extension is not implemented; send an encoded
+logits output ``FP32 [N, K]``; a model with embedded preprocessing (``transferkit.export.embed``)
+takes one ``UINT8`` image tensor ``[N, H, W, C]`` (integers 0..255, C = 1..4, one size per
+request) and answers its probabilities ``FP32 [N, K]``. The binary tensor extension is not implemented; send an encoded
 image as the raw body instead (the server's own extension, see ``app.py``).
 """
 
@@ -77,7 +79,8 @@ def parse_infer_request(
         max_rows: largest batch dimension accepted.
 
     Returns:
-        ``(x, request_id)``: float32 ``[N, C, H, W]`` and the request's ``id`` (or None).
+        ``(x, request_id)``: float32 ``[N, C, H, W]`` (uint8 ``[N, H, W, C]`` for a ``UINT8``
+        input) and the request's ``id`` (or None).
 
     Raises:
         InvalidInputError: the body is not an OIP request object (no ``inputs`` list, ``id`` not a
@@ -96,6 +99,8 @@ def parse_infer_request(
     t = _the_input(payload.get("inputs"), clf.name, spec)
     shape = _checked_shape(t.get("shape"), spec, max_rows)
     arr = _tensor_data(t.get("data"), shape)
+    if spec["datatype"] == "UINT8":
+        arr = _uint8_image(arr, shape)
     _check_outputs(payload.get("outputs"), clf)
     return np.ascontiguousarray(arr.reshape(shape)), rid
 
@@ -162,6 +167,17 @@ def _tensor_data(data: Any, shape: list[int]) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise InvalidTensorError("input 'data' holds NaN or infinite values")
     return arr
+
+
+def _uint8_image(arr: np.ndarray, shape: list[int]) -> np.ndarray:
+    """A ``UINT8`` image tensor: integers 0..255, ``[N, H, W, C]`` with H, W >= 1 and C = 1..4."""
+    if min(shape[1:3]) < 1 or not 1 <= shape[3] <= 4:
+        raise InvalidTensorError(
+            f"a UINT8 image tensor is [N, H, W, C] with H, W >= 1 and C = 1..4; got {shape}"
+        )
+    if ((arr < 0) | (arr > 255) | (arr != np.round(arr))).any():
+        raise InvalidTensorError("UINT8 'data' must hold integers from 0 to 255")
+    return arr.astype(np.uint8)
 
 
 def _check_outputs(outputs: Any, clf: OnnxClassifier) -> None:

@@ -157,13 +157,14 @@ class ModelEntry:
         self._metrics.observe_batch(self.name, rows, [0.0])
 
     async def infer(self, x: np.ndarray) -> np.ndarray:
-        """Run a batch of preprocessed images, batched with other requests.
+        """Run a batch of preprocessed images, batched with other requests of the same shape.
 
         Args:
-            x: float32 ``[N, C, H, W]``.
+            x: float32 ``[N, C, H, W]``; uint8 ``[N, H, W, C]`` for a model with embedded
+                preprocessing (:attr:`OnnxClassifier.embedded`).
 
         Returns:
-            float32 logits ``[N, K]``.
+            float32 logits ``[N, K]`` (probabilities with embedded preprocessing).
 
         Raises:
             ModelNotReadyError: not loaded.
@@ -178,6 +179,9 @@ class ModelEntry:
 
     async def infer_image(self, data: bytes) -> np.ndarray:
         """Decode, preprocess and run one encoded image (PNG, JPEG, ...).
+
+        With embedded preprocessing the image goes to the graph at its own size (uint8
+        ``[1, H, W, C]``), so it shares a batch only with images of the same size.
 
         Args:
             data: the file's bytes.
