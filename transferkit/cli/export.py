@@ -59,12 +59,21 @@ def export_cmd(
     ),
     latency_runs: int = typer.Option(50, help="Timed runs per model for the gate (batch 1)."),
     threads: int = typer.Option(0, help="ONNX Runtime threads for the gate (0 = automatic)."),
+    embed_preprocessing: bool = typer.Option(
+        False,
+        "--embed-preprocessing",
+        help="Write a file that takes the decoded image (uint8 [N, H, W, C], any H and W) and "
+        "answers probabilities and class_index: resize, scaling and normalisation in the graph.",
+    ),
 ) -> None:
     """Export a run to ONNX and validate it against PyTorch (fails when any check fails);
-    optionally quantize it (exit code 3 when no INT8 variant passes the gate)."""
+    optionally quantize it (exit code 3 when no INT8 variant passes the gate) and put the
+    preprocessing inside the graph."""
     cfg = _config(dict(locals()))
     paths = _image_paths(images)
-    if cfg.quantization.quantize == "none":
+    if embed_preprocessing:
+        _embedded(cfg, paths, threads)
+    elif cfg.quantization.quantize == "none":
         _say_fp32(_call(cfg, paths, threads), cfg)
     else:
         _say_compact(_call(cfg, paths, threads), cfg)
@@ -115,6 +124,42 @@ def _call(cfg, paths, threads: int) -> Any:
         fail(str(exc), code=1)
     except (PortableModelError, TransferkitError, FileNotFoundError) as exc:
         fail(str(exc))
+
+
+def _embedded(cfg, paths, threads: int) -> None:
+    """Export (and quantize) to a temporary file, then write ``cfg.output`` with the
+    preprocessing inside the graph, validated against the numpy path."""
+    import shutil
+    import tempfile
+
+    from transferkit.errors import TransferkitError
+    from transferkit.export.embed import EmbedValidationError, embed_preprocessing
+    from transferkit.export.quantize import report_path
+
+    final = Path(cfg.output)
+    with tempfile.TemporaryDirectory(prefix="transferkit-embed-") as tmp:
+        inner = cfg.model_copy(update={"output": str(Path(tmp) / final.name)})
+        base = _call(inner, paths, threads)
+        try:
+            r = embed_preprocessing(inner.output, final, validate_on=paths)
+        except EmbedValidationError as exc:
+            fail(str(exc), code=1)
+        except TransferkitError as exc:
+            fail(str(exc))
+        if report_path(inner.output).is_file():
+            shutil.copyfile(report_path(inner.output), report_path(final))
+    kind = "fp32" if cfg.quantization.quantize == "none" else _kind_of(base)
+    typer.echo(
+        f"exported {final} ({kind}, {r['file_bytes'] / 1e6:.1f} MB) with the preprocessing in the "
+        "graph: input uint8 [N, H, W, C] (any H and W), outputs probabilities [N, K] and "
+        f"class_index [N]\nagrees with the server's numpy path on {r['images_compared']} images: "
+        f"top-1 {r['top1_agreement']:.2%}, max probability difference "
+        f"{r['max_abs_prob_diff']:.2e}"
+    )
+
+
+def _kind_of(report: dict[str, Any]) -> str:
+    return "fp16" if report.get("variant") == "fp16" else f"INT8 {report.get('shipped')}"
 
 
 def _say_fp32(report, cfg) -> None:
