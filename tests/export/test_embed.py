@@ -288,3 +288,24 @@ def test_inputs_it_cannot_embed_are_clear_errors(serving_onnx, embedded, tmp_pat
     with pytest.raises(UsageError, match="no real images"):
         embed_preprocessing(serving_onnx, tmp_path / "o.onnx")
     assert not (tmp_path / "o.onnx").exists()
+
+
+@pytest.mark.slow
+def test_a_trained_mobilenet_embeds_and_agrees_on_its_own_test_split(exported_onnx, tmp_path):
+    """End to end (needs the session's Ray cluster for ``trained_run``): the real fine-tuned
+    MobileNetV2 export, validated by default on the run's held-out split (its ``splits.json``);
+    the expected answers are the numpy path's, computed here."""
+    from transferkit.data.folder import Splits
+
+    report = embed_preprocessing(exported_onnx, tmp_path / "teacher-embedded.onnx")
+    meta = ModelMetadata.from_props(
+        {p.key: p.value for p in onnx.load(str(exported_onnx)).metadata_props}
+    )
+    run = Path(meta.source_run)
+    splits = Splits.from_json(((run if run.is_dir() else run.parent) / "splits.json").read_text())
+    paths = [p for p, _ in splits.test]
+    assert report["images_compared"] == min(len(paths), 256) and report["passed"]
+    expected = _numpy_path(exported_onnx, paths)
+    probs, index = _embedded_path(tmp_path / "teacher-embedded.onnx", paths, 3)
+    assert (index == expected.argmax(1)).mean() >= 0.995
+    assert np.abs(probs - expected).max() < 0.05
