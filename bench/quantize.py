@@ -40,9 +40,7 @@ COLS = [
 
 def measure(run: Path, calibration_images: int, runs: int, threads: int, tta: str) -> dict:
     """The quantization report of ``run`` (every variant measured; the gate's verdicts)."""
-    q = QuantizeSettings(
-        quantize="auto", calibration_images=calibration_images, latency_runs=runs
-    )
+    q = QuantizeSettings(quantize="auto", calibration_images=calibration_images, latency_runs=runs)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = ExportConfig(
             run=str(run), output=str(Path(tmp) / "int8.onnx"), tta=tta, quantization=q
