@@ -100,5 +100,7 @@ def export_compact(
     from transferkit.export.quantize import report_path
 
     report["fp32_export"] = {k: v for k, v in asdict(checked).items() if k != "onnx_path"}
+    if "fp32" in report:  # the checked fp32 file lived in a temporary folder, now gone
+        report["fp32"]["onnx"] = None
     report_path(cfg.output).write_text(json.dumps(report, indent=2) + "\n")
     return report

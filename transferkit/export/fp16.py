@@ -28,8 +28,11 @@ __all__ = ["FP16_MAX_PROB_DIFF", "FP16ValidationError", "convert_fp16", "require
 
 log = logging.getLogger(__name__)
 
-#: Largest allowed difference of any class probability between the fp16 and fp32 files.
-FP16_MAX_PROB_DIFF = 1e-2
+#: Largest allowed difference of any class probability between the fp16 and fp32 files. float16
+#: rounds each logit to about 1e-3 of its size; on a near-tie image that moves a probability by a
+#: few hundredths (a digits MobileNetV2 on the CPU: up to 0.034 over all 1,797 images, top-1
+#: agreement 99.83%), so the bound is the embedded export's 0.05, not the fp32 export's 1e-4.
+FP16_MAX_PROB_DIFF = 0.05
 #: Least allowed top-1 agreement with the fp32 file.
 FP16_MIN_AGREEMENT = 0.99
 
@@ -105,18 +108,24 @@ def convert_fp16(
     providers = (["CUDAExecutionProvider"] if gpu else []) + ["CPUExecutionProvider"]
     report = _compare(fp32_path, output, images, providers)
     report["forced"] = not gpu
-    report_path(output).write_text(json.dumps(report, indent=2) + "\n")
-    if (
-        report["max_abs_prob_diff"] > FP16_MAX_PROB_DIFF
-        or report["top1_agreement"] < FP16_MIN_AGREEMENT
-    ):
+    report["passed"] = (
+        report["max_abs_prob_diff"] <= FP16_MAX_PROB_DIFF
+        and report["top1_agreement"] >= FP16_MIN_AGREEMENT
+    )
+    if not report["passed"]:
         output.unlink(missing_ok=True)
+        report["output"] = None
+    report_path(output).write_text(json.dumps(report, indent=2) + "\n")
+    if not report["passed"]:
         raise FP16ValidationError(
-            f"the fp16 file disagrees with fp32 on {report['images_compared']} images: max "
-            f"probability difference {report['max_abs_prob_diff']:.3g} (allowed "
+            f"the fp16 file is too far from fp32 over the {report['images_compared']} images "
+            f"compared: max probability difference {report['max_abs_prob_diff']:.3g} (allowed "
             f"{FP16_MAX_PROB_DIFF:g}), top-1 agreement {report['top1_agreement']:.2%} (needed "
             f"{FP16_MIN_AGREEMENT:.0%}); nothing written"
         )
+    checked = {k: report[k] for k in ("images_compared", "max_abs_prob_diff", "top1_agreement")}
+    carry_metadata(fp32_path, output, {"quantization": {"variant": "fp16", "forced": not gpu,
+                                                        **checked}})  # fmt: skip
     return report
 
 

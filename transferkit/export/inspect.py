@@ -53,11 +53,16 @@ def inspect_onnx(path: str | Path) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: no such file.
-        UsageError: the file is not an ONNX model.
+        UsageError: a folder, or a file that is not an ONNX model.
     """
     import onnx
 
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(
+            f"{path} is a folder, not an ONNX file: inspect the .onnx file that "
+            f"`transferkit export {path} -o model.onnx` writes"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model {path}: file not found")
     reason = not_onnx_reason(path)
