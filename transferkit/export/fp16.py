@@ -84,8 +84,9 @@ def convert_fp16(
 
     Returns:
         ``{"output", "variant": "fp16", "images_compared", "max_abs_prob_diff",
-        "top1_agreement", "file_mb", "fp32_file_mb", "provider"}`` (also written to
-        ``<output>.quantization.json``).
+        "top1_agreement", "file_mb", "fp32_file_mb", "provider", "forced" (no GPU here),
+        "passed"}`` (also written to ``<output>.quantization.json``, with ``output: None``
+        when the check failed and the file was removed).
 
     Raises:
         UsageError: no GPU here and not ``force``; or no image to compare on.
