@@ -141,7 +141,13 @@ def _embedded(cfg, paths, threads: int) -> None:
     final = Path(cfg.output)
     with tempfile.TemporaryDirectory(prefix="transferkit-embed-") as tmp:
         inner = cfg.model_copy(update={"output": str(Path(tmp) / final.name)})
-        base = _call(inner, paths, threads)
+        try:
+            base = _call(inner, paths, threads)
+        except typer.Exit:  # refused or failed: keep the figures beside the requested output
+            if report_path(inner.output).is_file():
+                shutil.copyfile(report_path(inner.output), report_path(final))
+                typer.echo(f"figures: {report_path(final)}", err=True)
+            raise
         try:
             r = embed_preprocessing(inner.output, final, validate_on=paths)
         except EmbedValidationError as exc:
