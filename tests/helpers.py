@@ -188,3 +188,14 @@ def tiny_cnn(channels: int = 3, num_classes: int = 10) -> Any:
     with torch.no_grad():
         model[-1].weight.mul_(20.0)
     return model.eval()
+
+
+def run_cli(*args: Any, timeout: float = 300, env: dict[str, str] | None = None):
+    """``python -m transferkit.cli ARGS`` in a subprocess: the ``CompletedProcess`` (text)."""
+    return subprocess.run(
+        [sys.executable, "-m", "transferkit.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=None if env is None else {**os.environ, **env},
+    )

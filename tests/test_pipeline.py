@@ -5,7 +5,6 @@ result. Real Ray, real digits, real ONNX Runtime and HTTP."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import run_cli
 
 
 def _write(path: Path, cfg: dict) -> Path:
@@ -21,13 +21,7 @@ def _write(path: Path, cfg: dict) -> Path:
 
 
 def _tk(*args, timeout=120, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "transferkit.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=None if env is None else {**os.environ, **env},
-    )
+    return run_cli(*args, timeout=timeout, env=env)
 
 
 # An address where no Ray cluster listens: a command that reached Ray fails there instead of

@@ -3,10 +3,9 @@ here without Ray (a random-weight MobileNetV2 ``model.pt`` and a ``splits.json``
 what the command leaves on disk when the gate refuses."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+from helpers import run_cli
 
 from transferkit.config import ModelConfig, Preprocessing
 from transferkit.models.build import build_model
@@ -31,12 +30,7 @@ def run_folder(digits_dir, tmp_path_factory):
 
 
 def _tk(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "transferkit.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_cli(*args)
 
 
 @pytest.mark.parametrize("embed", [False, True])

@@ -3,21 +3,15 @@ file and the metadata the fixture wrote (Ray-free)."""
 
 import hashlib
 import json
-import subprocess
-import sys
 
 import onnxruntime as ort
+from helpers import run_cli
 
 from transferkit.export.inspect import inspect_onnx
 
 
 def _tk(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "transferkit.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(*args)
 
 
 def test_inspect_shows_what_a_server_needs(serving_onnx):

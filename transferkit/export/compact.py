@@ -39,9 +39,11 @@ def run_splits(run: str | Path) -> dict[str, list[Sample]]:
             f"{folder} has no splits.json, so there are no training images to calibrate on and no "
             "test images to gate on; quantize a run folder written by transferkit"
         )
-    d = json.loads(path.read_text())
+    from transferkit.data.folder import Splits
+
+    splits = Splits.from_json(path.read_text())
     return {
-        split: [(p, int(y)) for p, y in d.get(split, []) if Path(p).is_file()]
+        split: [(p, y) for p, y in getattr(splits, split) if Path(p).is_file()]
         for split in ("train", "val", "test")
     }
 
