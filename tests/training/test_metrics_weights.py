@@ -86,3 +86,15 @@ def test_eval_sums_carry_the_confusion_matrix_and_shards_add_up():
     assert m["val_balanced_acc"] == pytest.approx(balanced_accuracy_score(y, pred))
     empty = eval_sums(model, [], torch.device("cpu"), 3)  # a worker with an empty val shard
     assert empty.shape == full.shape and float(empty.sum()) == 0.0
+
+
+def test_eval_sums_runs_the_model_without_autograd():
+    """Validation must not build a graph: with autograd on, the running sums tensor kept every
+    batch's graph alive (a 2-worker ELPV run reached 10 GB per worker and was OOM-killed)."""
+    model = torch.nn.Linear(5, 3).eval()
+    seen: list[bool] = []
+    model.register_forward_hook(lambda m, i, o: seen.append(o.requires_grad))
+    x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+    sums = eval_sums(model, [(x, y), (x, y)], torch.device("cpu"), 3)
+    assert seen == [False, False]
+    assert not sums.requires_grad

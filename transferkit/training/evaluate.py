@@ -23,6 +23,7 @@ def sum_across_workers(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+@torch.inference_mode()
 def eval_sums(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -30,7 +31,7 @@ def eval_sums(
     num_classes: int,
     amp_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Evaluate ``model`` (already in eval mode) over ``batches``.
+    """Evaluate ``model`` (already in eval mode) over ``batches``, with autograd off.
 
     Returns:
         float64 tensor ``[4 + K*K]``: summed cross-entropy loss, top-1 correct, top-5 correct,
