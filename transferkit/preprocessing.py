@@ -7,7 +7,7 @@ alike. This module imports pydantic only (a serving install reads it without tor
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -20,7 +20,7 @@ class Preprocessing(BaseModel):
     """How an image becomes a model input; travels with the weights into ``model.pt`` and ONNX.
 
     The pipeline (identical in training, export validation and serving; see
-    ``transferkit.imaging.preprocess``): decode -> convert to ``channels`` (grey is replicated to 3
+    ``transferkit.imaging.preprocess``): decode -> composite transparency over ``background`` -> convert to ``channels`` (grey is replicated to 3
     channels when ``channels == 3``) -> resize the shorter side to ``round(input_size / crop_pct)``
     with ``interpolation`` -> center-crop ``input_size`` x ``input_size`` -> scale to [0, 1] ->
     ``(x - mean) / std`` per channel. The result is a float32 array of shape
@@ -35,6 +35,9 @@ class Preprocessing(BaseModel):
         crop_pct: fraction of the resized shorter side kept by the center crop (ImageNet's
             classic 256 -> 224 is 0.875). With 1.0 the shorter side becomes ``input_size`` and the
             longer side is center-cropped; a square image is then simply resized.
+        background: RGB colour (0-255 each) that transparent pixels are composited over
+            (``transferkit.imaging.to_mode``), so a transparent PNG reads as a viewer shows it on
+            that colour; black by default.
     """
 
     # The same rules as transferkit.config's strict base (unknown keys are errors), spelled out
@@ -47,6 +50,11 @@ class Preprocessing(BaseModel):
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     interpolation: Interpolation = "bilinear"
     crop_pct: float = Field(1.0, gt=0.0, le=1.0)
+    background: tuple[
+        Annotated[int, Field(ge=0, le=255)],
+        Annotated[int, Field(ge=0, le=255)],
+        Annotated[int, Field(ge=0, le=255)],
+    ] = (0, 0, 0)
 
     @model_validator(mode="after")
     def _lengths(self) -> Preprocessing:

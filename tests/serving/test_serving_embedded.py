@@ -110,6 +110,17 @@ def test_the_http_routes_serve_it_like_any_other_model(embedded_onnx, reference,
                     json={"inputs": [{**tensor, "data": bad}]},
                 )
                 assert r.status_code == 400 and "0 to 255" in r.json()["error"]
+            # an RGBA tensor (ink drawn by alpha over white colour) is composited over the
+            # model's background (black), as an uploaded RGBA image is: the digit's answer
+            white = np.full_like(digit, 255)
+            rgba = np.dstack([white, white, white, digit])
+            r = await c.post(
+                "/v2/models/digits_cnn_embedded/infer",
+                json={"inputs": [{**tensor, "shape": [1, 8, 8, 4], "data": [rgba.tolist()]}]},
+            )
+            assert r.status_code == 200, r.text
+            got = r.json()["outputs"][0]["data"]
+            assert got == pytest.approx(_expected(reference, digit_pngs[0]), abs=PROB_TOL)
             fp32 = {**tensor, "datatype": "FP32", "data": [0.0] * 64}
             r = await c.post("/v2/models/digits_cnn_embedded/infer", json={"inputs": [fp32]})
             assert r.status_code == 400 and "UINT8" in r.json()["error"]

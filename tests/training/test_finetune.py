@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from transferkit.config import ConfigError, FinetuneConfig, ModelConfig, load_config
 from transferkit.models import FreezeDepthError, build_model
@@ -169,3 +170,13 @@ def test_bf16_precision_on_the_cpu_still_learns(ray_cluster, digits_80_20, tmp_p
     state = torch.load(tmp_path / "bf16" / "model.pt", weights_only=True)
     weights = state["state_dict"] if "state_dict" in state else state
     assert {t.dtype for t in weights.values() if t.is_floating_point()} == {torch.float32}
+
+
+def test_data_background_becomes_the_models_preprocessing(digits_dir, tmp_path):
+    """``data.background`` is the colour under transparent pixels in training and, through the
+    run's preprocessing (saved in model.pt and the ONNX metadata), in serving."""
+    plan = prepare_run(_cfg(digits_dir, tmp_path / "bg", data={"background": [255, 255, 255]}))
+    assert plan.preprocessing.background == (255, 255, 255)
+    assert prepare_run(_cfg(digits_dir, tmp_path / "b0")).preprocessing.background == (0, 0, 0)
+    with pytest.raises(ValidationError, match="background"):
+        _cfg(digits_dir, tmp_path / "b1", data={"background": [0, 0, 256]})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -57,6 +57,9 @@ class DataConfig(Strict):
         sampler: ``random`` (each training image once per epoch, shuffled) or ``balanced``
             (class-balanced: each epoch draws as many images as the training split holds, with
             replacement, every class equally likely; for rare classes).
+        background: RGB (0-255 each) under transparent pixels, in training and, through the
+            model's ``Preprocessing.background``, in export and serving: ``[255, 255, 255]`` for
+            images drawn on white with an alpha channel.
     """
 
     dataset: str = "digits"
@@ -65,4 +68,9 @@ class DataConfig(Strict):
     image_size: int | None = Field(None, ge=8, le=2048)
     num_loader_workers: int = Field(0, ge=0, le=64)
     sampler: Literal["random", "balanced"] = "random"
+    background: tuple[
+        Annotated[int, Field(ge=0, le=255)],
+        Annotated[int, Field(ge=0, le=255)],
+        Annotated[int, Field(ge=0, le=255)],
+    ] = (0, 0, 0)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)

@@ -34,12 +34,15 @@ log = logging.getLogger(__name__)
 
 
 def _check(path: str) -> str | None:
+    """``None`` when the file decodes through the one decode path (``load_image``: serving's), else
+    why not; ambiguous images (a float image outside [0, 1], ...) are refused as serving does."""
     try:
         with Image.open(path) as img:
-            img.verify()
-        with Image.open(path) as img:  # verify() does not decode pixels; load() does
-            img.load()
+            img.verify()  # structure and checksums; load_image then decodes the pixels
+        load_image(path)
         return None
+    except ImageDecodeError as exc:
+        return str(exc)
     except Exception as exc:  # noqa: BLE001 - any failure means unusable
         return f"{path}: {exc.__class__.__name__}: {exc}"
 
@@ -124,7 +127,7 @@ def build_transform(
     aug = build_augment(augment)
 
     def transform(img: Image.Image) -> torch.Tensor:
-        return torch.from_numpy(preprocess(aug(to_mode(img, prep.channels)), prep))
+        return torch.from_numpy(preprocess(aug(to_mode(img, prep.channels, prep.background)), prep))
 
     return transform
 
@@ -140,7 +143,7 @@ def build_pair_transform(
     aug = build_augment(augment)
 
     def transform(img: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
-        augmented = aug(to_mode(img, max(prep.channels, other.channels)))
+        augmented = aug(to_mode(img, max(prep.channels, other.channels), prep.background))
         return (
             torch.from_numpy(preprocess(augmented, prep)),
             torch.from_numpy(preprocess(augmented, other)),

@@ -192,7 +192,7 @@ def _compare_one(path: str, prep: Any, sessions: tuple, names: tuple[str, str]) 
     img = load_image(path)
     x = preprocess(img, prep)
     ref = softmax(ref_sess.run([names[1]], {names[0]: x[None]})[0])[0]
-    raw = to_uint8_hwc(img, prep.channels)[None]
+    raw = to_uint8_hwc(img, prep.channels, prep.background)[None]
     probs, index = emb_sess.run([PROBABILITIES, CLASS_INDEX], {IMAGE_INPUT: raw})
     x_graph = pre_sess.run(None, {IMAGE_INPUT: raw})[0][0]
     return ref, probs[0], int(index[0]), float(np.abs(x_graph - x).max())

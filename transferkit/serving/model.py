@@ -8,9 +8,7 @@ onnxruntime, numpy and Pillow.
 
 from __future__ import annotations
 
-import io
 import logging
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,35 +42,6 @@ _ORT_DTYPES = {"tensor(float)": "FP32", "tensor(uint8)": "UINT8", "tensor(int64)
 
 class ModelLoadError(TransferkitError, RuntimeError):
     """The ONNX file cannot be served: unreadable, or graph and metadata disagree."""
-
-
-def check_pixels(data: bytes, max_pixels: int) -> None:
-    """Refuse an image whose header declares more than ``max_pixels`` pixels, before decoding.
-
-    Only the header is read. Undecodable data passes through, for ``decode_image`` to report.
-    Pillow's own bomb guard (``Image.MAX_IMAGE_PIXELS``) also applies, so the effective limit is
-    the smaller of the two.
-
-    Args:
-        data: the encoded image.
-        max_pixels: the most pixels (width x height) accepted.
-
-    Raises:
-        ImageTooLargeError: width x height exceeds ``max_pixels`` or Pillow's bomb limit.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                w, h = img.size
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLargeError(
-            f"image exceeds the decompression-bomb pixel limit: {exc}"
-        ) from exc
-    except Exception:  # noqa: BLE001 - not an image header: decode_image names the problem
-        return
-    if w * h > max_pixels:
-        raise ImageTooLargeError(f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}")
 
 
 def _shape(dims: Sequence[Any]) -> list[int]:
@@ -246,7 +215,7 @@ class OnnxClassifier:
             (``transferkit.imaging.to_uint8_hwc``): the graph resizes and normalises.
         """
         if self.embedded:
-            return to_uint8_hwc(image, self.preprocessing.channels)
+            return to_uint8_hwc(image, self.preprocessing.channels, self.preprocessing.background)
         return preprocess(image, self.preprocessing)
 
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
@@ -298,8 +267,6 @@ class OnnxClassifier:
             ImageDecodeError: empty, truncated or not an image.
         """
         limit = self.max_image_pixels if max_pixels is None else max_pixels
-        if data:
-            check_pixels(data, limit)
         return decode_image(data, max_pixels=limit)
 
     def predict_image_bytes(

@@ -27,7 +27,10 @@ import math
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from transferkit.imaging import to_uint8_hwc
+from transferkit.preprocessing import Preprocessing
 from transferkit.serving.errors import InvalidInputError, InvalidTensorError
 from transferkit.serving.model import OnnxClassifier
 
@@ -100,7 +103,8 @@ def parse_infer_request(
     shape = _checked_shape(t.get("shape"), spec, max_rows)
     arr = _tensor_data(t.get("data"), shape)
     if spec["datatype"] == "UINT8":
-        arr = _uint8_image(arr, shape)
+        arr = _uint8_image(arr.reshape(shape), shape, clf.preprocessing)
+        shape = list(arr.shape)
     _check_outputs(payload.get("outputs"), clf)
     return np.ascontiguousarray(arr.reshape(shape)), rid
 
@@ -150,7 +154,14 @@ def _checked_shape(shape: Any, spec: dict[str, Any], max_rows: int) -> list[int]
 
 
 def _tensor_data(data: Any, shape: list[int]) -> np.ndarray:
-    """The tensor's data (flat or nested) as float32, as many finite values as the shape holds."""
+    """The tensor's data as float32: flat in row-major order, or nested exactly as ``shape``
+    (``[N][C][H][W]`` for ``[N, C, H, W]``); finite, as many values as the shape holds.
+
+    Raises:
+        InvalidTensorError: nesting that contradicts the declared shape (``[1][64][64][3]``
+            for ``[1, 3, 64, 64]``: the same count, another layout), a wrong count, non-numbers,
+            NaN or infinity.
+    """
     if not isinstance(data, list):
         raise InvalidTensorError(
             f"input 'data' must be a list of numbers; got {type(data).__name__}"
@@ -162,6 +173,11 @@ def _tensor_data(data: Any, shape: list[int]) -> np.ndarray:
             f"input 'data' must hold numbers only (flat or nested as the shape): {exc}"
         ) from None
     need = math.prod(shape)
+    if arr.ndim > 1 and list(arr.shape) != list(shape):
+        raise InvalidTensorError(
+            f"input 'data' is nested as {list(arr.shape)}, which contradicts the declared shape "
+            f"{shape}: send it flat in row-major order or nested exactly as the shape"
+        )
     if arr.size != need:
         raise InvalidTensorError(f"input 'data' has {arr.size} values; shape {shape} needs {need}")
     if not np.isfinite(arr).all():
@@ -169,15 +185,25 @@ def _tensor_data(data: Any, shape: list[int]) -> np.ndarray:
     return arr
 
 
-def _uint8_image(arr: np.ndarray, shape: list[int]) -> np.ndarray:
-    """A ``UINT8`` image tensor: integers 0..255, ``[N, H, W, C]`` with H, W >= 1 and C = 1..4."""
+def _uint8_image(arr: np.ndarray, shape: list[int], prep: Preprocessing) -> np.ndarray:
+    """A ``UINT8`` image tensor: integers 0..255, ``[N, H, W, C]`` with H, W >= 1 and C = 1..4.
+
+    With an alpha channel (C = 2: grey + alpha, C = 4: RGBA) each image is composited over the
+    model's background (``transferkit.imaging.to_mode``, as an uploaded image is), so the graph
+    gets ``[N, H, W, channels]`` and never the colour hidden under alpha."""
     if min(shape[1:3]) < 1 or not 1 <= shape[3] <= 4:
         raise InvalidTensorError(
             f"a UINT8 image tensor is [N, H, W, C] with H, W >= 1 and C = 1..4; got {shape}"
         )
     if ((arr < 0) | (arr > 255) | (arr != np.round(arr))).any():
         raise InvalidTensorError("UINT8 'data' must hold integers from 0 to 255")
-    return arr.astype(np.uint8)
+    arr = arr.astype(np.uint8)
+    if shape[3] not in (2, 4):
+        return arr
+    mode = "LA" if shape[3] == 2 else "RGBA"
+    return np.stack(
+        [to_uint8_hwc(Image.fromarray(a, mode), prep.channels, prep.background) for a in arr]
+    )
 
 
 def _check_outputs(outputs: Any, clf: OnnxClassifier) -> None:

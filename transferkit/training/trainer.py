@@ -171,7 +171,9 @@ def prepare_run(
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     built = build_model(cfg.model, len(splits.class_names))
-    prep = preprocessing or resolve_preprocessing(built, cfg.data.image_size)
+    prep = (preprocessing or resolve_preprocessing(built, cfg.data.image_size)).model_copy(
+        update={"background": tuple(cfg.data.background)}
+    )
     save_config(_with_absolute_paths(cfg), run_dir / "config.yaml")
     (run_dir / "versions.json").write_text(json.dumps(package_versions(), indent=2))
     (run_dir / "splits.json").write_text(splits.to_json())

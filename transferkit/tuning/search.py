@@ -145,7 +145,9 @@ def _resolve(cfg, experiment: str) -> tuple[SearchContext, dict[str, Any]]:
             "(raise data.val_fraction or add a val/ folder)"
         )
     built = build_model(cfg.model, len(splits.class_names))
-    prep = prep or resolve_preprocessing(built, cfg.data.image_size)
+    prep = (prep or resolve_preprocessing(built, cfg.data.image_size)).model_copy(
+        update={"background": tuple(cfg.data.background)}
+    )
     search = type(cfg.tune.search)
     space, point = seed_with_base(
         param_space(
