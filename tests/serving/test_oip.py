@@ -8,9 +8,11 @@ here starts Ray (the Ray Serve test lives in ``test_ray_serve.py``).
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import shutil
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -482,31 +484,66 @@ def _wait_inflight(c: httpx.Client, model: str, n: int) -> None:
     )
 
 
+def _wait_receiving(c: httpx.Client, model: str, n: int) -> None:
+    key = ("transferkit_receiving_requests", (("model", model),))
+    wait_until(
+        lambda: metric_samples(c.get("/metrics").text).get(key) == n,
+        f"{n} request body(ies) arriving on {model}",
+    )
+
+
+def _slow_to_decode_png(side: int = 8000) -> bytes:
+    """A 64-megapixel PNG of 1 MB: a few hundred ms to decode and resize, so the request holds
+    its admitted slot that long (an admitted request is one whose body has fully arrived)."""
+    a = np.zeros((side, side, 3), np.uint8)
+    a[::7] = 200
+    a[:, ::5, 1] = 90
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
 def test_full_queue_is_503_with_retry_after(
     serving_onnx: Path, tmp_path: Path, china_jpg: bytes, reference
 ) -> None:
-    srv = ServerProcess(serving_onnx, tmp_path / "server.log", "--max-queue-size", "1")
+    srv = ServerProcess(
+        serving_onnx,
+        tmp_path / "server.log",
+        "--max-queue-size",
+        "1",
+        "--max-image-pixels",
+        "80000000",
+    )
     try:
         srv.wait_for("/v2/health/ready")
-        held = _HeldBody(china_jpg)
-        pool = _post_held(srv.url + "/v2/models/digits_cnn/infer", held)
+        big = _slow_to_decode_png()
+        pool = ThreadPoolExecutor(1)
+        first = pool.submit(
+            httpx.post,
+            srv.url + "/v2/models/digits_cnn/infer",
+            content=big,
+            headers={"content-type": "image/png"},
+            timeout=60.0,
+        )
         with httpx.Client(base_url=srv.url, timeout=30.0) as c:
-            assert held.started.wait(30)
             _wait_inflight(c, "digits_cnn", 1)
-            r = c.post(
-                "/v2/models/digits_cnn/infer",
-                content=china_jpg,
-                headers={"content-type": "image/jpeg"},
-            )
+            refused = None
+            while refused is None and not first.done():  # the big image holds the one slot
+                r = c.post(
+                    "/v2/models/digits_cnn/infer",
+                    content=china_jpg,
+                    headers={"content-type": "image/jpeg"},
+                )
+                if r.status_code != 200:
+                    refused = r
+            assert refused is not None, "no request was refused while the slot was taken"
             assert (
-                r.status_code == 503
-                and r.headers["retry-after"] == "1"
-                and "retry" in r.json()["error"]
+                refused.status_code == 503
+                and refused.headers["retry-after"] == "1"
+                and "retry" in refused.json()["error"]
             )
-            held.release.set()
-            first = pool.future.result(60)  # type: ignore[attr-defined]
+            assert first.result(60).status_code == 200
             want = ref_logits(reference, ref_input(reference, china_jpg))
-            np.testing.assert_allclose(output_of(first), want, rtol=1e-4, atol=1e-4)
             np.testing.assert_allclose(
                 output_of(
                     c.post(
@@ -524,6 +561,44 @@ def test_full_queue_is_503_with_retry_after(
         srv.stop()
 
 
+def test_a_body_still_arriving_holds_no_queue_slot(
+    serving_onnx: Path, tmp_path: Path, china_jpg: bytes, reference
+) -> None:
+    """Bodies are read before admission: a client stuck mid-body does not take the one slot
+    (before, it did, and every other request got 503), and a body slower than the timeout
+    gets 408 on its own connection."""
+    srv = ServerProcess(
+        serving_onnx, tmp_path / "server.log", "--max-queue-size", "1", "--body-timeout", "3"
+    )
+    try:
+        srv.wait_for("/v2/health/ready")
+        host, port = srv.url.removeprefix("http://").split(":")
+        slow = socket.create_connection((host, int(port)), timeout=30)
+        head = (
+            "POST /v2/models/digits_cnn/infer HTTP/1.1\r\n"
+            f"Host: {host}\r\nContent-Type: image/jpeg\r\n"
+            f"Content-Length: {len(china_jpg)}\r\n\r\n"
+        )
+        slow.sendall(head.encode() + china_jpg[:100])  # then nothing more
+        with httpx.Client(base_url=srv.url, timeout=30.0) as c:
+            _wait_receiving(c, "digits_cnn", 1)
+            want = ref_logits(reference, ref_input(reference, china_jpg))
+            for _ in range(3):
+                r = c.post(
+                    "/v2/models/digits_cnn/infer",
+                    content=china_jpg,
+                    headers={"content-type": "image/jpeg"},
+                )
+                np.testing.assert_allclose(output_of(r), want, rtol=1e-4, atol=1e-4)
+            answer = slow.recv(65536).decode("latin-1")  # within the 3 s timeout (+ slack)
+            assert answer.startswith("HTTP/1.1 408"), answer
+            assert "did not arrive within 3 s" in answer
+            _wait_receiving(c, "digits_cnn", 0)
+        slow.close()
+    finally:
+        srv.stop()
+
+
 def test_graceful_shutdown_finishes_in_flight_and_refuses_new(
     serving_onnx: Path, tmp_path: Path, china_jpg: bytes, reference
 ) -> None:
@@ -535,7 +610,7 @@ def test_graceful_shutdown_finishes_in_flight_and_refuses_new(
         with httpx.Client(base_url=srv.url, timeout=30.0) as keep_alive:
             assert keep_alive.get("/v2").status_code == 200  # opens a kept-alive connection
             assert held.started.wait(30)
-            _wait_inflight(keep_alive, "digits_cnn", 1)
+            _wait_receiving(keep_alive, "digits_cnn", 1)
             srv.proc.send_signal(signal.SIGTERM)
             wait_until(lambda: "Shutting down" in srv.log(), "the server logs 'Shutting down'")
             # New requests are refused at the connection: uvicorn closes idle kept-alive

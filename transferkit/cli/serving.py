@@ -12,7 +12,11 @@ from transferkit.cli.common import app, fail, run
 Opt = typer.Option
 
 #: ``serve`` options whose :class:`~transferkit.config.ServeConfig` field has another name.
-_RENAMED = {"threads": "intra_op_threads", "graceful_timeout": "graceful_timeout_s"}
+_RENAMED = {
+    "threads": "intra_op_threads",
+    "graceful_timeout": "graceful_timeout_s",
+    "body_timeout": "body_timeout_s",
+}
 
 
 @app.command()
@@ -34,6 +38,7 @@ def serve(
     max_queue_delay_ms: float = Opt(2.0, help="Longest wait for a batch to fill."),
     max_queue_size: int = Opt(256, help="Queued requests per model before 503 + Retry-After."),
     max_body_mb: float = Opt(20.0, help="Larger request bodies get 413."),
+    body_timeout: float = Opt(30.0, help="Seconds a request body may take to arrive (else 408)."),
     max_image_pixels: int = Opt(50_000_000, help="Images with more pixels get 422."),
     api_key: str | None = Opt(
         None,

@@ -22,7 +22,8 @@ class ServeConfig(Strict):
         name: name of the model when exactly one file is given (default: its stem).
         host: bind address (loopback by default; use 0.0.0.0 to expose).
         top_k: predictions returned per image by ``/v1/predict`` (capped at the class count).
-        intra_op_threads: ONNX Runtime intra-op threads per model (0 = CPUs, at most 4; always
+        intra_op_threads: ONNX Runtime intra-op threads per model (0 = its share of the CPUs,
+            CPUs // models served, at least 1 and at most 4; always
             capped at the CPUs this process may use).
         max_body_mb: request bodies larger than this get HTTP 413.
         max_image_pixels: images with more pixels (width x height) get HTTP 422.
@@ -31,6 +32,8 @@ class ServeConfig(Strict):
             requests are on their way (a lone request on an idle server never waits).
         max_queue_size: queued requests per model beyond which the server answers 503 with
             ``Retry-After``.
+        body_timeout_s: a request body that takes longer than this to arrive gets HTTP 408; bodies
+            are read before a request takes a queue slot, so slow clients never hold one.
         api_key: when set, every route but ``/v2/health/*`` requires ``Authorization: Bearer
             KEY`` or ``X-API-Key: KEY`` (HTTP 401 otherwise).
         graceful_timeout_s: on SIGINT/SIGTERM, in-flight requests get this long to finish.
@@ -52,6 +55,7 @@ class ServeConfig(Strict):
     max_batch_size: int = Field(8, ge=1, le=1024)
     max_queue_delay_ms: float = Field(2.0, ge=0.0, le=10_000.0)
     max_queue_size: int = Field(256, ge=1, le=1_000_000)
+    body_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
     api_key: str | None = None
     graceful_timeout_s: float = Field(10.0, ge=0.0)
     access_log: bool = False

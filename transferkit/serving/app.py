@@ -26,8 +26,9 @@ Errors are JSON ``{"error": "..."}`` with the status from one table
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,8 @@ from transferkit.serving.oip import infer_response, model_metadata, parse_infer_
 from transferkit.serving.runtime import ModelEntry, ModelSpec, ServingRuntime
 
 __all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
 
 _MODEL_PATHS = ("/v2/models/{name}", "/v2/models/{name}/versions/{version}")
 
@@ -165,20 +168,32 @@ async def model_ready(request: Request, name: str) -> dict[str, Any]:
     return {"name": entry.name, "version": entry.version, "ready": True}
 
 
-async def _image_logits(request: Request, entry: ModelEntry, multipart: bool) -> np.ndarray:
-    """Read the request's image (a batch in formation waits for it), then run it."""
-    with entry.arriving():
-        data = await image_bytes(request, _runtime(request).limits.max_body_bytes, multipart)
-    return await entry.infer_image(data)
+async def _image(request: Request, entry: ModelEntry, multipart: bool) -> bytes:
+    """The request's encoded image, read in full (within the body size and time limits) before
+    the request takes a queue slot: a slow client never holds one."""
+    limits = _runtime(request).limits
+    with _receiving(request, entry):
+        return await image_bytes(request, limits.max_body_bytes, multipart, limits.body_timeout_s)
+
+
+@contextmanager
+def _receiving(request: Request, entry: ModelEntry) -> Iterator[None]:
+    """Count the request in ``transferkit_receiving_requests`` while its body arrives."""
+    gauge = _runtime(request).metrics.receiving.labels(entry.name)
+    gauge.inc()
+    try:
+        yield
+    finally:
+        gauge.dec()
 
 
 async def _tensor(
-    request: Request, entry: ModelEntry, clf: OnnxClassifier
+    request: Request, entry: ModelEntry, clf: OnnxClassifier, body: bytes
 ) -> tuple[np.ndarray, str | None]:
-    """The OIP v2 JSON request's input tensor and id (large bodies are checked off the loop)."""
+    """The OIP v2 JSON request's input tensor and id (large bodies are checked off the loop);
+    a batch in formation waits for it."""
     limits = _runtime(request).limits
     with entry.arriving():
-        body = await read_body(request, limits.max_body_bytes)
         payload = await parse_json(body)
         if len(body) > LARGE_JSON_BYTES:
             return await to_thread.run_sync(
@@ -211,12 +226,19 @@ async def infer(request: Request, name: str) -> Response:
             f"unsupported content type {media!r}: send an OIP v2 JSON request (application/json) "
             "or one encoded image (image/*, application/octet-stream)"
         )
+    entry.get()  # not ready: 503 before the body is read
+    if is_image_type(media):
+        data = await _image(request, entry, multipart=False)
+    else:
+        limits = _runtime(request).limits
+        with _receiving(request, entry):
+            data = await read_body(request, limits.max_body_bytes, limits.body_timeout_s)
     async with entry.admit() as clf:
         if is_image_type(media):
-            logits = await _image_logits(request, entry, multipart=False)
+            logits = await entry.infer_image(data)
             rid = request.headers.get("inference-request-id")
         else:
-            x, rid = await _tensor(request, entry, clf)
+            x, rid = await _tensor(request, entry, clf, data)
             logits = await entry.infer(x)
     return JSONResponse(infer_response(clf, logits, rid))
 
@@ -283,8 +305,10 @@ async def predict(
         ServingError, ImageDecodeError, ImageTooLargeError: as :func:`infer`.
     """
     entry = _entry(request, model)
+    entry.get()  # not ready: 503 before the body is read
+    data = await _image(request, entry, multipart=True)
     async with entry.admit() as clf:
-        logits = await _image_logits(request, entry, multipart=True)
+        logits = await entry.infer_image(data)
     k = min(top_k or _runtime(request).limits.top_k, clf.num_classes)
     return JSONResponse({"model": entry.name, "predictions": clf.postprocess(logits[0], k)})
 
@@ -336,10 +360,18 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(rt.start())
-        yield
-        if not task.done():
-            task.cancel()
-        await rt.stop()
+        try:
+            yield
+        finally:
+            if not task.done():
+                task.cancel()
+            try:
+                await task  # a model still loading finishes its thread; a failed start is logged
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # noqa: BLE001 - shutting down: report, do not mask the stop
+                log.exception("model start-up failed")
+            await rt.stop()
 
     app = FastAPI(title=f"transferkit: {', '.join(rt.models)}", lifespan=lifespan)
     app.state.runtime = rt

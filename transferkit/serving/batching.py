@@ -12,7 +12,10 @@ Policy (Triton's dynamic batcher, made adaptive so that a lone request never wai
   batch takes the queued requests of its oldest request's shape and the others keep their place
   for the next one;
 * one ORT run per batch, in one dedicated thread (batches of a model never overlap, so ORT's
-  intra-op pool owns the cores); the ``[N, K]`` result is split back by request.
+  intra-op pool owns the cores); the ``[N, K]`` result is split back by request;
+* one count of runs in flight (:attr:`DynamicBatcher.running`), written only on the event loop,
+  decides both the idle fast path and when a batch may form: while the runner is busy requests
+  queue up and join the next batch, instead of each running alone behind the busy runner.
 
 The queue itself is bounded by admission control in the app (``max_queue_size``), not here.
 """
@@ -73,7 +76,8 @@ class DynamicBatcher:
         self._on_batch = on_batch
         self._queue: collections.deque[_Item] = collections.deque()
         self._upstream = 0
-        self._busy = False  # a batch (or a lone request) is running in the executor
+        self._running = 0  # runs handed to the executor and not finished (event loop only)
+        self._batch: list[_Item] = []  # the batch being formed or run, until it is answered
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"batch-{name}")
@@ -86,9 +90,15 @@ class DynamicBatcher:
             self._wake = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
+    @property
+    def running(self) -> int:
+        """Runs (batches or lone requests) handed to the runner thread and not yet finished."""
+        return self._running
+
     async def stop(self) -> None:
-        """Finish the queued requests, then stop the loop and its thread."""
-        while self._queue:
+        """Finish the queued requests and the run in progress, then stop the loop and its thread
+        (a batch already running is never cancelled: its requests get their answers)."""
+        while self._queue or self._running or self._batch:
             await asyncio.sleep(0.001)
         if self._task is not None:
             self._task.cancel()
@@ -141,15 +151,15 @@ class DynamicBatcher:
             prepare: blocking ``() -> float32 [n, C, H, W]`` (decode + preprocess), run in the
                 executor just before the model.
         """
-        if self._busy or self._queue or self._upstream or self._task is None:
+        if self._running or self._queue or self._upstream or self._task is None:
             return None
-        self._busy = True
+        self._running += 1
         try:
             out = await asyncio.get_running_loop().run_in_executor(
                 self._executor, lambda: self._run(prepare())
             )
         finally:
-            self._busy = False
+            self._running -= 1
             self._poke()
         if self._on_batch is not None:
             self._on_batch(len(out), [0.0])
@@ -181,11 +191,13 @@ class DynamicBatcher:
         return rows
 
     async def _collect(self) -> list[_Item]:
+        """Wait for a queued request and a free runner, then form the batch."""
         assert self._wake is not None
-        while not self._queue:
+        while not self._queue or self._running:
             self._wake.clear()
             await self._wake.wait()
         batch: list[_Item] = []
+        self._batch = batch
         rows = self._take(batch, 0)
         if not batch:
             return batch
@@ -205,31 +217,43 @@ class DynamicBatcher:
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = await self._collect()
-            if not batch:
-                continue
-            started = time.perf_counter()
-            x = batch[0].x if len(batch) == 1 else np.concatenate([i.x for i in batch], axis=0)
-            self._busy = True
             try:
-                out = await loop.run_in_executor(self._executor, self._run, x)
-            except asyncio.CancelledError:
-                for item in batch:
+                batch = await self._collect()
+                if batch:
+                    await self._answer(loop, batch)
+            except asyncio.CancelledError:  # the loop itself stopped: no request is left waiting
+                for item in [*self._batch, *self._queue]:
                     if not item.future.done():
                         item.future.cancel()
                 raise
-            except Exception as exc:  # noqa: BLE001 - handed to every request of the batch
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
-                continue
             finally:
-                self._busy = False
-            start = 0
+                self._batch = []
+
+    async def _answer(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
+        """Run one batch and hand each request its rows (or the run's exception)."""
+        started = time.perf_counter()
+        rows = sum(len(i.x) for i in batch)
+        self._running += 1
+        try:
+            out = await loop.run_in_executor(self._executor, self._run_batch, batch)
+        except Exception as exc:  # noqa: BLE001 - handed to every request of the batch
             for item in batch:
-                n = len(item.x)
                 if not item.future.done():
-                    item.future.set_result(out[start : start + n])
-                start += n
-            if self._on_batch is not None:
-                self._on_batch(len(x), [started - i.enqueued for i in batch])
+                    item.future.set_exception(exc)
+            return
+        finally:
+            self._running -= 1
+            self._poke()
+        start = 0
+        for item in batch:
+            n = len(item.x)
+            if not item.future.done():
+                item.future.set_result(out[start : start + n])
+            start += n
+        if self._on_batch is not None:
+            self._on_batch(rows, [started - i.enqueued for i in batch])
+
+    def _run_batch(self, batch: list[_Item]) -> np.ndarray:
+        """In the runner thread: stack the batch's inputs (rows in order) and run them once."""
+        x = batch[0].x if len(batch) == 1 else np.concatenate([i.x for i in batch], axis=0)
+        return self._run(x)

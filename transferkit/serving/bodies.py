@@ -6,6 +6,7 @@ problem; large JSON is parsed off the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,6 +21,7 @@ from starlette.types import Message
 from transferkit.serving.errors import (
     InvalidInputError,
     PayloadTooLargeError,
+    RequestTimeoutError,
     UnsupportedMediaTypeError,
 )
 
@@ -42,12 +44,13 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
     """The whole request body, refusing more than ``limit`` bytes without reading them all.
 
     Args:
         request: the request.
         limit: the most bytes accepted.
+        timeout_s: the most seconds the whole body may take to arrive (``None``: no limit).
 
     Returns:
         The body.
@@ -55,7 +58,20 @@ async def read_body(request: Request, limit: int) -> bytes:
     Raises:
         PayloadTooLargeError: the declared or streamed length exceeds ``limit``.
         InvalidInputError: the Content-Length header is not a number.
+        RequestTimeoutError: the body took longer than ``timeout_s``.
     """
+    if timeout_s is None:
+        return await _read_body(request, limit)
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_body(request, limit)
+    except TimeoutError:
+        raise RequestTimeoutError(
+            f"the request body did not arrive within {timeout_s:g} s"
+        ) from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -122,13 +138,16 @@ def is_image_type(media: str) -> bool:
     return media.startswith("image/") or media == "application/octet-stream"
 
 
-async def image_bytes(request: Request, limit: int, multipart: bool = False) -> bytes:
+async def image_bytes(
+    request: Request, limit: int, multipart: bool = False, timeout_s: float | None = None
+) -> bytes:
     """The one encoded image of a request: the raw body, or multipart's first file.
 
     Args:
         request: the request.
         limit: the most body bytes accepted.
         multipart: accept ``multipart/form-data`` too (and a body without a content type).
+        timeout_s: the most seconds the body may take to arrive (:func:`read_body`).
 
     Returns:
         The image's bytes, not empty.
@@ -136,6 +155,7 @@ async def image_bytes(request: Request, limit: int, multipart: bool = False) -> 
     Raises:
         UnsupportedMediaTypeError: a content type other than those accepted.
         PayloadTooLargeError: body over ``limit`` bytes.
+        RequestTimeoutError: the body took longer than ``timeout_s``.
         InvalidInputError: empty body, or multipart without a file part.
     """
     media = media_type(request)
@@ -145,7 +165,7 @@ async def image_bytes(request: Request, limit: int, multipart: bool = False) -> 
             f"unsupported content type {media!r}: send the image as multipart/form-data, image/*, "
             "or application/octet-stream"
         )
-    body = await read_body(request, limit)
+    body = await read_body(request, limit, timeout_s)
     data = await first_file(request, body) if is_multipart else body
     if not data:
         raise InvalidInputError("empty body: expected an encoded image (PNG, JPEG, ...)")

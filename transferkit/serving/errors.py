@@ -1,7 +1,7 @@
 """The serving errors: what the runtime and the HTTP layer raise, free of any HTTP library.
 
 After KServe's ``errors.py``. Each type has one HTTP status in the HTTP layer's table
-(:data:`transferkit.serving.http_errors.ERROR_STATUS`): bad input is 400/413/415/422, an unknown
+(:data:`transferkit.serving.http_errors.ERROR_STATUS`): bad input is 400/408/413/415/422 (408: a body too slow to arrive), an unknown
 model or version 404, a missing or wrong API key 401, a full queue, a model that is not ready or a
 server that is shutting down 503.
 """
@@ -15,6 +15,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidTensorError",
     "PayloadTooLargeError",
+    "RequestTimeoutError",
     "UnsupportedMediaTypeError",
     "UnknownModelError",
     "UnauthorizedError",
@@ -35,6 +36,10 @@ class InvalidInputError(ServingError, ValueError):
 
 class InvalidTensorError(InvalidInputError):
     """An OIP v2 tensor does not fit the model: wrong name, datatype, rank, shape or data."""
+
+
+class RequestTimeoutError(ServingError):
+    """The request body did not arrive within the body timeout (HTTP 408)."""
 
 
 class PayloadTooLargeError(ServingError):

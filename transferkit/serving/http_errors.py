@@ -15,13 +15,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from transferkit.imaging import ImageDecodeError, ImageTooLargeError
+from transferkit.imaging import ImageAmbiguousError, ImageDecodeError, ImageTooLargeError
 from transferkit.serving.errors import (
     InvalidInputError,
     InvalidTensorError,
     ModelNotReadyError,
     PayloadTooLargeError,
     QueueFullError,
+    RequestTimeoutError,
     ShuttingDownError,
     UnauthorizedError,
     UnknownModelError,
@@ -40,10 +41,12 @@ ERROR_STATUS: dict[type[BaseException], int] = {
     InvalidTensorError: 400,
     ImageDecodeError: 400,
     UnauthorizedError: 401,
+    RequestTimeoutError: 408,
     UnknownModelError: 404,
     PayloadTooLargeError: 413,
     UnsupportedMediaTypeError: 415,
     ImageTooLargeError: 422,
+    ImageAmbiguousError: 422,
     RequestValidationError: 422,
     ModelNotReadyError: 503,
     QueueFullError: 503,

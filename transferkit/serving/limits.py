@@ -31,7 +31,8 @@ class ServingLimits:
         max_image_pixels: largest image, in pixels (width x height, read from the header before
             decoding); larger ones get 422.
         intra_op_threads: ONNX Runtime intra-op threads per model; 0 = automatic
-            (``min(CPUs, 4)``), never more than the CPUs this process may use.
+            (each model's share, ``CPUs // models``, 1 to 4), never more than the CPUs this process
+            may use.
         max_batch_size: rows (images) per ONNX Runtime run with dynamic batching; 1 turns
             batching off.
         max_queue_delay_ms: longest wait, in milliseconds, for a batch to fill while other
@@ -39,6 +40,9 @@ class ServingLimits:
         max_queue_size: admitted, unanswered requests per model (count) beyond which the answer
             is 503 with ``Retry-After``.
         max_request_rows: most rows (images) one OIP v2 JSON request may carry.
+        body_timeout_s: longest time, in seconds, a request body may take to arrive; slower ones
+            get 408. Bodies are read before a request takes one of the ``max_queue_size``
+            slots, so slow clients never hold a slot.
 
     Raises:
         ValueError: a count or size below 1, or ``max_queue_delay_ms`` below 0 (the message names
@@ -54,6 +58,7 @@ class ServingLimits:
     max_queue_delay_ms: float = 2.0
     max_queue_size: int = 256
     max_request_rows: int = 1024
+    body_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         for field in (
@@ -67,6 +72,8 @@ class ServingLimits:
             value = getattr(self, field)
             if value < 1:
                 raise ValueError(f"{field} must be >= 1; got {value}")
+        if not self.body_timeout_s > 0:
+            raise ValueError(f"body_timeout_s must be > 0; got {self.body_timeout_s}")
         if self.max_queue_delay_ms < 0:
             raise ValueError(f"max_queue_delay_ms must be >= 0; got {self.max_queue_delay_ms}")
 
@@ -93,4 +100,5 @@ class ServingLimits:
             max_batch_size=cfg.max_batch_size,
             max_queue_delay_ms=cfg.max_queue_delay_ms,
             max_queue_size=cfg.max_queue_size,
+            body_timeout_s=cfg.body_timeout_s,
         )

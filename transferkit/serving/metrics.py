@@ -8,7 +8,9 @@ name, empty for routes that name no model):
 * ``transferkit_request_latency_seconds{model}``: histogram, request received -> response sent;
 * ``transferkit_queue_time_seconds{model}``: histogram, queued -> its batch starts;
 * ``transferkit_batch_size{model}``: histogram of rows per ONNX Runtime run;
-* ``transferkit_inflight_requests{model}``: gauge of admitted, unanswered inference requests.
+* ``transferkit_inflight_requests{model}``: gauge of admitted, unanswered inference requests;
+* ``transferkit_receiving_requests{model}``: gauge of inference requests whose body is still
+  arriving (not yet admitted: a slow client shows here, never in a queue slot).
 """
 
 from __future__ import annotations
@@ -83,6 +85,12 @@ class ServerMetrics:
         self.inflight = Gauge(
             "transferkit_inflight_requests",
             "Admitted, unanswered inference requests.",
+            ["model"],
+            registry=r,
+        )
+        self.receiving = Gauge(
+            "transferkit_receiving_requests",
+            "Inference requests whose body is still arriving (not yet admitted).",
             ["model"],
             registry=r,
         )

@@ -72,11 +72,16 @@ def available_cpus() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def resolve_threads(requested: int) -> int:
-    """ORT intra-op threads: ``0`` = ``min(available CPUs, 4)``; never more than the CPUs.
+def resolve_threads(requested: int, models: int = 1) -> int:
+    """ORT intra-op threads: ``0`` = this model's share of the CPUs, ``available CPUs // models``
+    (at least 1, at most 4); never more than the CPUs.
+
+    Two models on 2 CPUs get one thread each: with two threads each, the four compete for two
+    cores and, at 32 clients, throughput halved and p99 tripled (issue 13, ``bench/serve.py``).
 
     Args:
         requested: threads asked for (0 = automatic).
+        models: how many models this process serves (the automatic share divides by it).
 
     Returns:
         The thread count to use (a warning is logged when ``requested`` was capped).
@@ -88,7 +93,7 @@ def resolve_threads(requested: int) -> int:
         raise ValueError(f"intra_op_threads must be >= 0 (0 = automatic); got {requested}")
     cpus = available_cpus()
     if requested == 0:
-        return min(cpus, _MAX_AUTO_THREADS)
+        return max(1, min(cpus // max(1, models), _MAX_AUTO_THREADS))
     if requested > cpus:
         log.warning(
             "intra_op_threads=%d exceeds the %d available CPUs; using %d", requested, cpus, cpus

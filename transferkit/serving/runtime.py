@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
-from anyio import to_thread
+from anyio import CapacityLimiter, to_thread
 
 from transferkit.errors import UsageError
 from transferkit.metadata import MetadataError
@@ -31,6 +31,7 @@ from transferkit.serving.errors import (
 from transferkit.serving.limits import ServingLimits
 from transferkit.serving.metrics import ServerMetrics
 from transferkit.serving.model import ModelLoadError, OnnxClassifier
+from transferkit.serving.providers import available_cpus, resolve_threads
 from transferkit.serving.repository import ModelSource
 
 __all__ = ["ModelEntry", "ServingRuntime", "ModelSpec", "model_sources"]
@@ -49,6 +50,11 @@ class ModelEntry:
         clf: the loaded model, or None to load it in :meth:`load`.
         limits: threads, batching and queue limits.
         metrics: where batches and in-flight requests are counted.
+        threads: ORT intra-op threads for a model this entry loads (its share of the CPUs,
+            :func:`~transferkit.serving.providers.resolve_threads`).
+        concurrency: most ORT runs of this model at once with batching off (its CPU share over
+            ``threads``, at least 1); requests beyond it wait for a run to finish instead of
+            oversubscribing the cores. With batching on, one run at a time (the batcher's).
     """
 
     def __init__(
@@ -57,8 +63,12 @@ class ModelEntry:
         clf: OnnxClassifier | None,
         limits: ServingLimits,
         metrics: ServerMetrics,
+        threads: int = 1,
+        concurrency: int = 1,
     ) -> None:
         self.source = source
+        self.threads = threads
+        self._runs = CapacityLimiter(max(1, concurrency))
         self.name = source.name
         self.version = source.version
         self.clf = clf
@@ -99,7 +109,7 @@ class ModelEntry:
                 self.source.path,
                 name=self.name,
                 version=self.version,
-                intra_op_threads=self._limits.intra_op_threads,
+                intra_op_threads=self.threads,
             )
             try:
                 self.clf = await to_thread.run_sync(open_model)
@@ -173,7 +183,7 @@ class ModelEntry:
         if self.batcher is not None:
             out = await self.batcher.run_if_idle(lambda: x)
             return out if out is not None else await self.batcher.submit(x)
-        out = await to_thread.run_sync(clf.predict_batch, x)
+        out = await to_thread.run_sync(clf.predict_batch, x, limiter=self._runs)
         self._observe_direct(len(x))
         return out
 
@@ -201,7 +211,7 @@ class ModelEntry:
             return clf.preprocess(clf.decode(data, max_pixels))[None]
 
         if self.batcher is None:  # batching off: decode, preprocess and run in one thread hop
-            out = await to_thread.run_sync(lambda: clf.predict_batch(prepare()))
+            out = await to_thread.run_sync(lambda: clf.predict_batch(prepare()), limiter=self._runs)
             self._observe_direct(1)
             return out
         out = await self.batcher.run_if_idle(prepare)  # an idle server: one hop, no window
@@ -274,8 +284,13 @@ class ServingRuntime:
         self.metrics = ServerMetrics()
         self.draining = False
         self.models: dict[str, dict[str, ModelEntry]] = {}
+        # the CPUs are split across the served models (two models on 2 CPUs: 1 thread each)
+        threads = resolve_threads(limits.intra_op_threads, models=len(sources))
+        share = max(1, available_cpus() // len(sources))
         for src in sources:
-            entry = ModelEntry(src, loaded.get((src.name, src.version)), limits, self.metrics)
+            clf = loaded.get((src.name, src.version))
+            t = clf.intra_op_threads if clf is not None else threads
+            entry = ModelEntry(src, clf, limits, self.metrics, t, max(1, share // t))
             self.models.setdefault(src.name, {})[src.version] = entry
         self.default_name = sources[0].name
 
