@@ -59,6 +59,7 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
         "data": cfg.data,
         "seed": cfg.seed,
         "keep_checkpoints": cfg.keep_checkpoints,
+        "max_failures": cfg.max_failures,
         "metric": cfg.metric,
     }
     t = cfg.teacher

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from transferkit.cli.common import (
@@ -24,6 +26,12 @@ from transferkit.config import DistillConfig, FinetuneConfig
 
 Opt = typer.Option
 
+#: ``--max-failures``: Ray Train restarts a run whose worker died from its last checkpoint.
+MaxFailures = Annotated[
+    int | None,
+    Opt(help="Restarts from the last checkpoint after a worker dies, before the run fails."),
+]
+
 #: Each ``finetune`` option's field in :class:`~transferkit.config.FinetuneConfig`.
 FINETUNE_FIELDS = fields(
     {
@@ -33,7 +41,7 @@ FINETUNE_FIELDS = fields(
         "optim": "epochs batch_size optimizer backbone_lr head_lr weight_decay warmup_epochs "
         "label_smoothing class_weight",
         "scaling": "num_workers cpus_per_worker use_gpu",
-        "": "seed output metric",
+        "": "seed output metric max_failures",
     },
     model="model.arch",
     augment="data.augment.enabled",
@@ -42,7 +50,7 @@ FINETUNE_FIELDS = fields(
 #: Each ``distill`` option's field in :class:`~transferkit.config.DistillConfig`.
 DISTILL_FIELDS = fields(
     {
-        "": "teacher unlabeled baseline baseline_dataset seed output",
+        "": "teacher unlabeled baseline baseline_dataset seed output max_failures",
         "data": "dataset image_size",
         "model": "width_mult",
         "kd": "temperature hard_weight soft_weight hint_weight mixup_alpha teacher_tta",
@@ -87,6 +95,7 @@ def finetune(
     cpus_per_worker: float | None = Opt(None),
     use_gpu: UseGpu = None,
     seed: Seed = None,
+    max_failures: MaxFailures = None,
     output: str | None = Opt(None, help="The run folder itself."),
     resume: bool = Opt(
         False, "--resume", help="Continue the run folder from its latest checkpoint."
@@ -147,6 +156,7 @@ def distill(
     num_workers: int | None = Opt(None),
     use_gpu: UseGpu = None,
     seed: Seed = None,
+    max_failures: MaxFailures = None,
     output: str | None = Opt(None, help="The student's run folder."),
     resume: bool = Opt(False, "--resume"),
     overwrite: bool = Opt(False, "--overwrite"),

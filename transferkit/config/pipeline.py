@@ -105,6 +105,7 @@ class PipelineConfig(Strict):
     storage: str | None = None
     seed: int = 0
     keep_checkpoints: int = Field(2, ge=1, le=100)
+    max_failures: int = Field(1, ge=0, le=100)
     metric: Metric = "val_acc"
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: PipelineTeacher = Field(default_factory=PipelineTeacher)

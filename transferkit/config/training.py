@@ -103,6 +103,9 @@ class FinetuneConfig(Strict):
         output: the run folder itself (checkpoints, metrics, ``model.pt``).
         seed: seeds splits, initialisation, shuffling and augmentation.
         keep_checkpoints: best-k checkpoints kept, ranked by ``metric``.
+        max_failures: times a run whose worker died (killed, OOM, a lost node) restarts its
+            workers from the last checkpoint before failing (Ray Train's
+            ``FailureConfig(max_failures)``); 0 fails on the first.
         metric: which validation figure picks the best epoch (``model.pt``) and ranks
             checkpoints: ``val_acc``, ``val_balanced_acc``, ``val_macro_f1`` or ``val_loss``.
     """
@@ -114,4 +117,5 @@ class FinetuneConfig(Strict):
     output: str = "runs/finetune"
     seed: int = 0
     keep_checkpoints: int = Field(2, ge=1, le=100)
+    max_failures: int = Field(1, ge=0, le=100)
     metric: Metric = "val_acc"

@@ -38,12 +38,14 @@ from transferkit.training.evaluate import eval_sums, sum_across_workers, sums_to
 from transferkit.training.objectives import class_weights, make_objective
 from transferkit.training.precision import autocast_dtype
 from transferkit.training.schedule import warmup_cosine
+from transferkit.training.state import STATE_FILE, load_state, save_state
 
 log = logging.getLogger(__name__)
 
 __all__ = ["train_loop_per_worker", "make_optimizer", "seed_everything", "STATE_FILE"]
 
-STATE_FILE = "state.pt"
+
+_EPOCH_SEED_STRIDE = 1_000_003  # a prime: (rank, epoch) pairs never share a seed
 
 
 def seed_everything(seed: int) -> None:
@@ -124,7 +126,8 @@ def _loaders(
 def _save_state(
     path: Path, student, extras, optimizer, scheduler, epoch: int, history: list
 ) -> None:
-    torch.save(
+    save_state(
+        path,
         {
             "model": student.state_dict(),
             "extras": extras.state_dict() if extras is not None else {},
@@ -133,7 +136,6 @@ def _save_state(
             "epoch": epoch,
             "history": history,
         },
-        path / STATE_FILE,
     )
 
 
@@ -225,6 +227,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
     start_epoch, history = _restore(run, ray.train.get_checkpoint())
     for epoch in range(start_epoch, cfg.optim.epochs):
+        # every epoch's randomness (augmentation, dropout, mixup) from (seed, rank, epoch): a run
+        # restarted from a checkpoint replays the epochs it lost as the undisturbed run had them
+        seed_everything(cfg.seed + rank + _EPOCH_SEED_STRIDE * epoch)
         sampler.set_epoch(epoch)
         metrics = {"epoch": epoch + 1, **_train_epoch(run, train_loader)}
         run.student.eval()
@@ -305,7 +310,7 @@ def _restore(run: _Run, checkpoint) -> tuple[int, list[dict[str, Any]]]:
     if not checkpoint:
         return 0, []
     with checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / STATE_FILE, map_location=run.device, weights_only=True)
+        state = load_state(d, run.device)
     run.student.load_state_dict(state["model"])
     if run.extras is not None and state.get("extras"):
         run.extras.load_state_dict(state["extras"])

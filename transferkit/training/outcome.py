@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -18,7 +17,7 @@ from transferkit.errors import TransferkitError
 from transferkit.models import count_parameters
 from transferkit.models.portable import save_portable
 from transferkit.training.evaluate import eval_sums, sums_to_metrics
-from transferkit.training.loop import STATE_FILE
+from transferkit.training.state import load_state
 
 if TYPE_CHECKING:
     from transferkit.training.trainer import RunPlan
@@ -49,7 +48,7 @@ def _rank_key(metric: str) -> Callable[[dict[str, Any]], tuple]:
 
 def _load_state(checkpoint) -> dict[str, Any]:
     with checkpoint.as_directory() as d:
-        return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+        return load_state(d)
 
 
 def finish_run(plan: RunPlan, result: Any, source: str | None = None) -> dict[str, Any]:

@@ -311,7 +311,7 @@ def make_trainer(
         teacher_preprocessing: a distillation's teacher preprocessing, when it differs from the
             student's (batches then carry both inputs).
     """
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     resources = {"CPU": cfg.scaling.cpus_per_worker}
@@ -334,6 +334,7 @@ def make_trainer(
             name=name,
             storage_path=storage_path,
             callbacks=callbacks,
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=cfg.keep_checkpoints,
                 checkpoint_score_attribute=cfg.metric,
