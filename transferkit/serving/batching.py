@@ -151,7 +151,7 @@ class DynamicBatcher:
             prepare: blocking ``() -> float32 [n, C, H, W]`` (decode + preprocess), run in the
                 executor just before the model.
         """
-        if self._running or self._queue or self._upstream or self._task is None:
+        if self._running or self._queue or self._batch or self._upstream or self._task is None:
             return None
         self._running += 1
         try:
