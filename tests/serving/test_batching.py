@@ -78,7 +78,7 @@ def test_requests_arriving_while_a_run_is_busy_share_the_next_batch() -> None:
     runs: list[int] = []
 
     async def main() -> list[np.ndarray]:
-        b = DynamicBatcher(_slow_runner(runs, 0.05), max_batch_size=32, max_queue_delay_ms=0.0)
+        b = DynamicBatcher(_slow_runner(runs, 0.4), max_batch_size=32, max_queue_delay_ms=0.0)
         b.start()
 
         async def request(i: int) -> np.ndarray:
@@ -90,7 +90,7 @@ def test_requests_arriving_while_a_run_is_busy_share_the_next_batch() -> None:
             first = asyncio.create_task(request(0))
             await asyncio.sleep(0.01)  # the first request is running alone now
             rest = []
-            for i in range(1, 11):  # one every 3 ms, all while the first runs (50 ms)
+            for i in range(1, 11):  # one every 3 ms, all while the first runs (400 ms)
                 rest.append(asyncio.create_task(request(i)))
                 await asyncio.sleep(0.003)
             return await asyncio.wait_for(asyncio.gather(first, *rest), 30)
