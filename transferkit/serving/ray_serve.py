@@ -105,7 +105,9 @@ def build_deployment(cfg: ServeConfig) -> Any:
             from transferkit.serving.limits import ServingLimits
             from transferkit.serving.model import OnnxClassifier
 
-            c, threads = self.spec.cfg, self.spec.threads
+            c = self.spec.cfg
+            # the replica's CPUs are split across its models, as in the plain server
+            threads = max(1, self.spec.threads // max(1, len(self.spec.sources)))
             models = [
                 OnnxClassifier(
                     str(s.path), name=s.name, version=s.version, intra_op_threads=threads

@@ -23,6 +23,7 @@ from transferkit.serving.app import create_app
 from transferkit.serving.errors import PortInUseError
 from transferkit.serving.limits import ServingLimits
 from transferkit.serving.model import OnnxClassifier
+from transferkit.serving.providers import resolve_threads
 from transferkit.serving.repository import ModelSource, discover_models
 from transferkit.serving.runtime import ServingRuntime
 
@@ -91,7 +92,9 @@ def _announce(sources: Sequence[ModelSource], host: str, port: int) -> None:
     log.info("Ctrl+C to stop")
 
 
-def _load(sources: Sequence[ModelSource], threads: int) -> list[OnnxClassifier]:
+def _load(sources: Sequence[ModelSource], requested: int) -> list[OnnxClassifier]:
+    """Load every model with its share of the CPUs (``requested`` 0: CPUs // models)."""
+    threads = resolve_threads(requested, models=len(sources))
     return [
         OnnxClassifier(s.path, name=s.name, version=s.version, intra_op_threads=threads)
         for s in sources
