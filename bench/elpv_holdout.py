@@ -24,6 +24,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from _common import provenance
+
 from transferkit.data.bundled import elpv_cells, elpv_label
 from transferkit.data.folder import scan_folder
 from transferkit.demo import served_labels
@@ -93,7 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "elpv_holdout.json").write_text(
             json.dumps(
-                {"pipeline": str(args.pipeline), "holdout": str(args.holdout), "models": rows},
+                {
+                    **provenance(),
+                    "pipeline": str(args.pipeline),
+                    "holdout": str(args.holdout),
+                    "models": rows,
+                },
                 indent=2,
             )
         )

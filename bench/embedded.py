@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from _common import provenance
 from PIL import Image
 
 from transferkit.imaging import IMAGE_EXTENSIONS
@@ -61,6 +62,7 @@ def main() -> None:
         worst = max(worst, float(np.abs(probs - ref).max()))
         sizes.add(Image.open(p).size)
     r = {
+        **provenance(),
         "embedded": str(a.embedded),
         "model": str(a.model),
         "images": len(paths),

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import torch
+from _common import provenance
 
 from transferkit.config import ModelConfig
 from transferkit.models.build import build_model
@@ -74,12 +74,10 @@ def main() -> None:
         print(f"{r['model']:<28} {r['fp32']:>11.1f} {r['bf16']:>11.1f} {r['speedup']:>7.2f}x")
     a.out.mkdir(parents=True, exist_ok=True)
     out = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "native_bf16": cpu_has_native_bf16(),
-            "threads": a.threads,
-            "torch": torch.__version__,
-        },
+        **provenance(),
+        "native_bf16": cpu_has_native_bf16(),
+        "threads": a.threads,
+        "torch": torch.__version__,
         "batch": a.batch,
         "steps": a.steps,
         "rows": rows,

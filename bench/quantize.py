@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 from pathlib import Path
+
+from _common import provenance
 
 from transferkit.config import ExportConfig, QuantizeSettings
 from transferkit.export.compact import export_compact
@@ -78,12 +78,7 @@ def main() -> None:
     print(f"shipped: {r['shipped'] or 'nothing (refused by the gate)'}")
     a.out.mkdir(parents=True, exist_ok=True)
     name = a.name or a.run.resolve().name
-    r["machine"] = {
-        "cpu": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "threads": r["fp32"]["threads"],
-    }
-    r["run"] = str(a.run)
+    r = {**provenance(), "threads": r["fp32"]["threads"], "run": str(a.run), **r}
     (a.out / f"quantize-{name}.json").write_text(json.dumps(r, indent=2, default=str) + "\n")
 
 

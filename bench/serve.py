@@ -1,64 +1,48 @@
-"""Serving benchmark: closed-loop clients on loopback against three set-ups (issue 6).
+"""Serving benchmark: closed-loop clients on loopback against in-process and server set-ups.
+
+One model at a time (each file given), at each of ``--clients`` (default 1, 8, 32):
 
     (a) ``in-process``: ``OnnxClassifier`` in this process, decode + preprocess + ORT run, no HTTP;
-    (b) ``server, batching off``: ``transferkit serve --max-batch-size 1``;
+    (b) ``server, batching off``: ``transferkit serve M --max-batch-size 1``;
     (c) ``server, batching on``: the same with ``--max-batch-size B --max-queue-delay-ms D``.
 
-Each client sends one encoded image (a real UCI digit as PNG), waits for the answer, repeats, for
-``--duration`` seconds per cell, at each of ``--clients`` (default 1, 8, 32). Server clients are
-threads in this process, each with one keep-alive ``http.client`` connection; requests go to
-``POST /v2/models/{name}/infer`` with the raw image body. Prints p50/p99 latency and throughput in
-one table and writes JSON to ``bench/results/serve-<time>.json``, with the issue's two checks:
-server p50 at 1 client <= in-process p50 + 1.5 ms, and throughput with batching on >= off at the
-largest client count.
+Then, with two files, both models in one server (clients split evenly across them) at
+``--two-model-clients`` (default 32): the server's default settings, and each explicit
+``--threads`` of ``--thread-settings`` (default 1, 2).
 
-Usage: ``.venv/bin/python bench/serve.py MODEL.onnx [--duration 10] [--clients 1,8,32]``.
+Each client sends one encoded image (a real UCI digit as PNG), waits for the answer, repeats, for
+``--duration`` seconds per cell. Server clients are threads in this process, each with one
+keep-alive ``http.client`` connection, posting the raw image to ``/v2/models/{name}/infer``.
+Prints p50/p99 latency (ms) and throughput (req/s) in one table and writes JSON to
+``bench/results/serve-<time>.json`` (and ``serve.json``) with the checks:
+
+- per model, server p50 at 1 client <= in-process p50 + 1 ms (batching off and on);
+- per model, throughput with batching on >= off at the largest client count;
+- two models: default settings reach >= 0.9x the req/s of the best explicit ``--threads``;
+
+and every set-up's figures as ``references`` (no goal), for ``bench/summary.py``.
+
+Usage: ``.venv/bin/python bench/serve.py TEACHER.onnx [STUDENT.onnx] [--duration 10]``.
 On a GPU (CUDA provider) expect batching to win by more: one kernel launch sequence per batch.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
-import json
-import os
-import platform
-import socket
-import subprocess
+import re
 import sys
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from _common import REPO, Server, check, digit_png, finish, http_loop, latency_stats, reference
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-
-def _image() -> bytes:
-    try:
-        from sklearn.datasets import load_digits
-
-        arr = (load_digits().images[0] * (255.0 / 16.0)).round().astype(np.uint8)
-    except ImportError:  # a serving-only install: a synthetic digit-like image
-        arr = np.zeros((8, 8), np.uint8)
-        arr[1:7, 3:5] = 255
-    buf = io.BytesIO()
-    Image.fromarray(arr, mode="L").save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _stats(latencies: list[float], seconds: float) -> dict[str, float]:
-    lat = np.asarray(latencies) * 1000.0
-    return {
-        "requests": len(lat),
-        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
-        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
-        "throughput_rps": len(lat) / seconds,
-    }
+#: Server p50 at one client may exceed the in-process p50 by this much (ms).
+P50_MARGIN_MS = 1.0
+#: Two models with default settings reach this share of the best explicit ``--threads``.
+DEFAULT_SHARE = 0.9
 
 
 def bench_in_process(
@@ -87,196 +71,162 @@ def bench_in_process(
         t.start()
     for t in ts:
         t.join()
-    return _stats([x for per_thread in lats for x in per_thread], time.perf_counter() - t0)
+    return latency_stats([x for per in lats for x in per], time.perf_counter() - t0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _infer_path(model: Path) -> str:
+    return f"/v2/models/{model.stem}/infer"
 
 
-class _Server:
-    def __init__(self, model: Path, threads: int, batch: int, delay_ms: float) -> None:
-        import httpx
+def one_model(model: Path, data: bytes, counts: list[int], a: argparse.Namespace) -> list[dict]:
+    """Rows (a), (b), (c) for ``model`` at each client count."""
+    rows = [
+        {
+            "model": model.stem,
+            "setup": "in-process",
+            "clients": c,
+            **bench_in_process(model, data, c, a.duration, a.threads),
+        }
+        for c in counts
+    ]
+    for setup, batch in (("server, batching off", 1), ("server, batching on", a.batch)):
+        args = ["--threads", str(a.threads), "--max-batch-size", str(batch)]
+        args += ["--max-queue-delay-ms", str(a.delay_ms), "--max-queue-size", "4096"]
+        with Server([model], args) as srv:
+            for c in counts:
+                res = http_loop(srv.port, [_infer_path(model)], data, c, a.duration)
+                rows.append({"model": model.stem, "setup": setup, "clients": c, **res})
+    return rows
 
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "transferkit.cli",
-                "serve",
-                str(model),
-                "--port",
-                str(self.port),
-                "--threads",
-                str(threads),
-                "--max-batch-size",
-                str(batch),
-                "--max-queue-delay-ms",
-                str(delay_ms),
-                "--max-queue-size",
-                "4096",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+
+def two_models(models: list[Path], data: bytes, a: argparse.Namespace) -> list[dict]:
+    """Both models in one server, at the default settings and each explicit ``--threads``; each
+    row records the intra-op threads the server reported loading each model with."""
+    rows = []
+    for threads in [0, *a.thread_settings]:
+        args = [] if threads == 0 else ["--threads", str(threads)]
+        with Server(models, args) as srv:
+            paths = [_infer_path(m) for m in models]
+            res = http_loop(srv.port, paths, data, a.two_model_clients, a.duration)
+            used = [int(n) for n in re.findall(r"with (\d+) intra-op threads", srv.tail(20000))]
+        setup = f"two models, --threads {threads}" if threads else "two models, default"
+        rows.append(
+            {
+                "model": "+".join(m.stem for m in models),
+                "setup": setup,
+                "clients": a.two_model_clients,
+                "threads": threads,
+                "threads_loaded": used,
+                **res,
+            }
         )
-        end = time.monotonic() + 60
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"server exited: {self.proc.stderr.read().decode(errors='replace')}"
+    return rows
+
+
+def _cell(rows: list[dict], model: str, setup: str, clients: int) -> dict:
+    return next(
+        r for r in rows if r["model"] == model and r["setup"] == setup and r["clients"] == clients
+    )
+
+
+def checks(rows: list[dict], models: list[Path], counts: list[int]) -> dict[str, dict]:
+    """The benchmark's goals, each with its figures and ``pass`` (:func:`_common.check`)."""
+    out = {}
+    top = max(counts)
+    for m in (m.stem for m in models):
+        if 1 in counts:
+            base = _cell(rows, m, "in-process", 1)["p50_ms"]
+            for setup in ("server, batching off", "server, batching on"):
+                server = _cell(rows, m, setup, 1)["p50_ms"]
+                out[f"{m}: p50 at 1 client, {setup} minus in-process"] = check(
+                    f"{server - base:+.2f} ms ({server:.2f} vs {base:.2f})",
+                    f"<= {P50_MARGIN_MS:g} ms",
+                    server - base <= P50_MARGIN_MS,
+                    server_ms=server,
+                    in_process_ms=base,
                 )
-            try:
-                if httpx.get(self.url + "/v2/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("server did not become ready in 60 s")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def _http_loop(
-    port: int, path: str, data: bytes, clients: int, duration: float
-) -> dict[str, float]:
-    """Closed loop of ``clients`` threads, each with one keep-alive ``http.client`` connection
-    (the standard library's client: a fraction of httpx's per-request cost, so the figures are
-    the server's, not the client's)."""
-    import http.client
-
-    headers = {"content-type": "image/png"}
-    lats: list[list[float]] = [[] for _ in range(clients)]
-    errors = [0] * clients
-    start, stop_at = threading.Barrier(clients + 1), [float("inf")]
-
-    def one(i: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        for _ in range(5):  # open and warm the connection
-            conn.request("POST", path, body=data, headers=headers)
-            conn.getresponse().read()
-        start.wait()
-        while True:
-            t = time.perf_counter()
-            if t >= stop_at[0]:
-                break
-            conn.request("POST", path, body=data, headers=headers)
-            r = conn.getresponse()
-            r.read()
-            if r.status != 200:
-                errors[i] += 1
-            lats[i].append(time.perf_counter() - t)
-        conn.close()
-
-    ts = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
-    for t in ts:
-        t.start()
-    start.wait()
-    t0 = time.perf_counter()
-    stop_at[0] = t0 + duration
-    for t in ts:
-        t.join()
-    out = _stats([x for per_thread in lats for x in per_thread], time.perf_counter() - t0)
-    out["errors"] = sum(errors)
+        on = _cell(rows, m, "server, batching on", top)["throughput_rps"]
+        off = _cell(rows, m, "server, batching off", top)["throughput_rps"]
+        out[f"{m}: req/s at {top} clients, batching on vs off"] = check(
+            f"{on:.0f} vs {off:.0f} req/s", "on >= off", on >= off, on_rps=on, off_rps=off
+        )
+    pair = [r for r in rows if r["setup"].startswith("two models")]
+    if len(pair) > 1:
+        default = pair[0]["throughput_rps"]
+        best = max(pair[1:], key=lambda r: r["throughput_rps"])
+        out[f"two models, {pair[0]['clients']} clients: default req/s vs the best --threads"] = (
+            check(
+                f"{default / best['throughput_rps']:.2f}x ({default:.0f} vs {best['throughput_rps']:.0f}"
+                f" req/s at --threads {best['threads']})",
+                f">= {DEFAULT_SHARE:g}x",
+                default >= DEFAULT_SHARE * best["throughput_rps"],
+                default_rps=default,
+                best_rps=best["throughput_rps"],
+                best_threads=best["threads"],
+            )
+        )
     return out
+
+
+def references(rows: list[dict]) -> list[dict[str, str]]:
+    """Every set-up's p50 / p99 (ms) and req/s across its client counts, without a goal."""
+    out = []
+    for key in dict.fromkeys((r["model"], r["setup"]) for r in rows):
+        cells = [r for r in rows if (r["model"], r["setup"]) == key]
+        clients = " / ".join(str(r["clients"]) for r in cells)
+        lat = ", ".join(f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f}" for r in cells)
+        rps = " / ".join(f"{r['throughput_rps']:.0f}" for r in cells)
+        loaded = cells[0].get("threads_loaded")
+        ort = f" (ORT threads per model as loaded: {', '.join(map(str, loaded))})" if loaded else ""
+        out.append(
+            reference(
+                f"{key[0]}, {key[1]}{ort}: p50 / p99 ms, req/s at {clients} clients",
+                f"{lat} ms; {rps} req/s",
+            )
+        )
+    return out
+
+
+def print_table(rows: list[dict]) -> None:
+    """One line per cell: model, set-up, clients, p50/p99 ms, req/s, requests, errors."""
+    print(
+        f"{'model':<16} {'setup':<24} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} "
+        f"{'requests':>9} {'errors':>6}"
+    )
+    for r in rows:
+        print(
+            f"{r['model']:<16} {r['setup']:<24} {r['clients']:>7} {r['p50_ms']:>8.2f} "
+            f"{r['p99_ms']:>8.2f} {r['throughput_rps']:>8.1f} {r['requests']:>9} "
+            f"{r.get('errors', 0):>6}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("model", type=Path, help="the .onnx file (the demo student)")
+    p.add_argument("models", type=Path, nargs="+", help="one or two .onnx files (teacher, student)")
     p.add_argument("--clients", default="1,8,32", help="comma-separated client counts")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per cell")
     p.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0 = automatic)")
     p.add_argument("--batch", type=int, default=32, help="max_batch_size for (c)")
     p.add_argument("--delay-ms", type=float, default=2.0, help="max_queue_delay_ms for (c)")
+    p.add_argument("--two-model-clients", type=int, default=32)
+    p.add_argument("--thread-settings", default="1,2", help="explicit --threads to compare")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
-    args = p.parse_args(argv)
-    counts = [int(c) for c in args.clients.split(",")]
-    data = _image()
-    name = args.model.stem
-    rows: list[dict] = []
-    for c in counts:
-        rows.append(
-            {
-                "setup": "in-process",
-                "clients": c,
-                **bench_in_process(args.model, data, c, args.duration, args.threads),
-            }
-        )
-    for setup, batch in (("server, batching off", 1), ("server, batching on", args.batch)):
-        srv = _Server(args.model, args.threads, batch, args.delay_ms)
-        try:
-            for c in counts:
-                res = _http_loop(srv.port, f"/v2/models/{name}/infer", data, c, args.duration)
-                rows.append({"setup": setup, "clients": c, **res})
-        finally:
-            srv.stop()
-
-    print(f"{'setup':<22} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'requests':>9}")
-    for r in rows:
-        print(
-            f"{r['setup']:<22} {r['clients']:>7} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-            f"{r['throughput_rps']:>8.1f} {r['requests']:>9}"
-        )
-
-    def cell(setup: str, c: int) -> dict:
-        return next(r for r in rows if r["setup"] == setup and r["clients"] == c)
-
-    checks = {}
-    if 1 in counts:
-        base = cell("in-process", 1)["p50_ms"]
-        for setup in ("server, batching off", "server, batching on"):
-            checks[f"p50 at 1 client, {setup} <= in-process + 1.5 ms"] = {
-                "server_ms": cell(setup, 1)["p50_ms"],
-                "in_process_ms": base,
-                "pass": cell(setup, 1)["p50_ms"] <= base + 1.5,
-            }
-    top = max(counts)
-    on, off = (
-        cell("server, batching on", top)["throughput_rps"],
-        cell("server, batching off", top)["throughput_rps"],
-    )
-    checks[f"throughput at {top} clients, batching on >= off"] = {
-        "on_rps": on,
-        "off_rps": off,
-        "pass": on >= off,
-    }
-    for k, v in checks.items():
-        print(f"{'PASS' if v['pass'] else 'FAIL'}  {k}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"serve-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(
-        json.dumps(
-            {
-                "model": str(args.model),
-                "duration_s": args.duration,
-                "batch": args.batch,
-                "delay_ms": args.delay_ms,
-                "threads": args.threads,
-                "cpus": os.cpu_count(),
-                "machine": platform.platform(),
-                "rows": rows,
-                "checks": checks,
-            },
-            indent=2,
-        )
-    )
-    print(f"wrote {path}")
-    return 0
+    a = p.parse_args(argv)
+    if len(a.models) > 2 or len({m.stem for m in a.models}) != len(a.models):
+        p.error("give one or two .onnx files with different names")
+    counts = [int(c) for c in a.clients.split(",")]
+    a.thread_settings = [int(t) for t in a.thread_settings.split(",") if t]
+    data = digit_png()
+    rows = [r for m in a.models for r in one_model(m, data, counts, a)]
+    if len(a.models) == 2:
+        rows += two_models(a.models, data, a)
+    print_table(rows)
+    found = checks(rows, a.models, counts)
+    settings = {k: getattr(a, k) for k in ("duration", "batch", "delay_ms", "threads")}
+    doc = {"models": [str(m) for m in a.models], **settings, "rows": rows, "checks": found}
+    doc["references"] = references(rows)
+    return finish("serve", doc, a.out)
 
 
 if __name__ == "__main__":
