@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import SMALL
 from helpers import wait_until
 
 from transferkit.training.state import CheckpointError, load_state, save_state
@@ -37,7 +36,7 @@ def test_a_killed_worker_restarts_from_the_checkpoint_and_matches_an_undisturbed
 ) -> None:
     run = tmp_path / "killed"
     cfg = {  # the session's trained_run config, another folder
-        "data": {"dataset": str(digits_80_20[0]), "image_size": SMALL},
+        "data": {"dataset": str(digits_80_20[0]), "image_size": 32},  # conftest.SMALL
         "model": {"arch": "mobilenet_v2", "weights": "IMAGENET1K_V1", "freeze_depth": 2},
         "optim": {"epochs": 3},
         "scaling": {"num_workers": 2},
