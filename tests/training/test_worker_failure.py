@@ -21,6 +21,14 @@ from helpers import wait_until
 from transferkit.training.state import CheckpointError, load_state, save_state
 
 
+def _registered_checkpoints(run: Path) -> int:
+    snapshot = run / "checkpoint_manager_snapshot.json"
+    try:
+        return len(json.loads(snapshot.read_text()).get("checkpoint_results", []))
+    except (OSError, ValueError):
+        return 0
+
+
 def _train_workers() -> list[int]:
     from ray.util.state import list_actors
 
@@ -51,9 +59,11 @@ def test_a_killed_worker_restarts_from_the_checkpoint_and_matches_an_undisturbed
         stderr=subprocess.STDOUT,
     )
     try:
+        # a checkpoint folder appears when its upload starts; it counts once Ray Train has
+        # registered it in the run's checkpoint manager snapshot
         wait_until(
-            lambda: any(run.glob("checkpoint_*")),
-            "the first epoch's checkpoint",
+            lambda: _registered_checkpoints(run) >= 1,
+            "the first epoch's checkpoint, registered",
             deadline_s=240,
             interval_s=0.2,
         )
@@ -68,6 +78,7 @@ def test_a_killed_worker_restarts_from_the_checkpoint_and_matches_an_undisturbed
         log.close()
     text = (tmp_path / "finetune.log").read_text()
     assert "resumed from epoch" in text, text[-3000:]
+    assert text.count('"epoch": 1,') == 1, "epoch 1 was trained again: the restart began afresh"
     assert time.monotonic() > killed_at
     epochs = [
         json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()
