@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -70,7 +69,6 @@ def test_a_killed_worker_restarts_from_the_checkpoint_and_matches_an_undisturbed
         pids = wait_until(_train_workers, "two live Ray Train workers", deadline_s=30)
         victim = pids[-1]
         os.kill(victim, signal.SIGKILL)
-        killed_at = time.monotonic()
         assert proc.wait(timeout=300) == 0, (tmp_path / "finetune.log").read_text()[-3000:]
     finally:
         if proc.poll() is None:
@@ -79,7 +77,6 @@ def test_a_killed_worker_restarts_from_the_checkpoint_and_matches_an_undisturbed
     text = (tmp_path / "finetune.log").read_text()
     assert "resumed from epoch" in text, text[-3000:]
     assert text.count('"epoch": 1,') == 1, "epoch 1 was trained again: the restart began afresh"
-    assert time.monotonic() > killed_at
     epochs = [
         json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()
     ]
