@@ -314,12 +314,14 @@ class Server:
 
 def _client(port, path, data, stop_at, start, lats, errors) -> None:
     """One closed-loop client on one keep-alive connection: warm up, wait for ``start``, then
-    POST until ``stop_at[0]``; a failed or non-200 answer counts in ``errors`` (reconnecting)."""
-    headers = {"content-type": "image/png"}
+    POST ``data`` (GET when ``data`` is None) until ``stop_at[0]``; a failed or non-200 answer
+    counts in ``errors`` (reconnecting)."""
+    headers = {"content-type": "image/png"} if data is not None else {}
+    method = "POST" if data is not None else "GET"
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
         for _ in range(5):  # open and warm the connection
-            conn.request("POST", path, body=data, headers=headers)
+            conn.request(method, path, body=data, headers=headers)
             conn.getresponse().read()
     except (OSError, http.client.HTTPException):
         conn.close()
@@ -330,7 +332,7 @@ def _client(port, path, data, stop_at, start, lats, errors) -> None:
         if t >= stop_at[0]:
             break
         try:
-            conn.request("POST", path, body=data, headers=headers)
+            conn.request(method, path, body=data, headers=headers)
             r = conn.getresponse()
             r.read()
             ok = r.status == 200
@@ -344,7 +346,7 @@ def _client(port, path, data, stop_at, start, lats, errors) -> None:
 
 
 def http_loop(
-    port: int, paths: list[str], data: bytes, clients: int, duration: float
+    port: int, paths: list[str], data: bytes | None, clients: int, duration: float
 ) -> dict[str, float]:
     """Closed loop of ``clients`` threads, each with one keep-alive ``http.client`` connection
     (the standard library's client: a fraction of httpx's per-request cost, so the figures are
@@ -353,7 +355,7 @@ def http_loop(
     Args:
         port: the server's loopback port.
         paths: request paths, e.g. ``["/v2/models/teacher/infer"]``.
-        data: the request body (an encoded image, sent as ``image/png``).
+        data: the request body (an encoded image, sent as ``image/png``); None sends GETs.
         clients: concurrent clients (count).
         duration: seconds of load after every client is connected and warm.
 

@@ -155,6 +155,23 @@ def run_step(step: Step, logs: Path, models_missing: str | None) -> dict:
     return {"ok": why is None, "seconds": seconds, "reason": why, "log": str(path)}
 
 
+def merged_status(path: Path, outcome: dict[str, dict], total: float, full: bool) -> dict:
+    """This run's status for ``run_all.json``: with ``--only`` (``full`` False) the scripts it did
+    not run keep their outcome from the previous status; ``last_full_run`` (date, seconds and
+    scripts of the newest run of every script, the figure ``make bench``'s time limit is about)
+    is this run's when full, else carried over."""
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    head = provenance()
+    scripts = outcome if full else {**previous.get("scripts", {}), **outcome}
+    last_full = (
+        {"date": head["date"], "total_s": total, "scripts": len(outcome)}
+        if full
+        else previous.get("last_full_run")
+    )
+    return {**head, "total_s": total, "ran": sorted(outcome), "scripts": scripts,
+            "last_full_run": last_full}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--demo", type=Path, default=REPO / "runs" / "demo")
@@ -184,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         for step in chosen:
             outcome[step.name] = run_step(step, logs, missing)
     total = time.perf_counter() - t0
-    status = {**provenance(), "total_s": total, "scripts": outcome}
     status_path = a.results / "run_all.json"
+    status = merged_status(status_path, outcome, total, full=not a.only)
     status_path.write_text(json.dumps(status, indent=2) + "\n")
     import summary
 

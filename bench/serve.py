@@ -6,6 +6,11 @@ One model at a time (each file given), at each of ``--clients`` (default 1, 8, 3
     (b) ``server, batching off``: ``transferkit serve M --max-batch-size 1``;
     (c) ``server, batching on``: the same with ``--max-batch-size B --max-queue-delay-ms D``.
 
+and two references at one client that show what the server's p50 is made of: (a) with the
+cores left idle for ``IDLE_PAUSE_MS`` between calls (as a client's round trip leaves them: on a
+virtual machine a core that went idle runs the next call slower), and the HTTP round trip alone
+(``GET /v2/health/live`` on server (b), which runs no model).
+
 Then, with two files, both models in one server (clients split evenly across them) at
 ``--two-model-clients`` (default 32): the server's default settings, and each explicit
 ``--threads`` of ``--thread-settings`` (default 1, 2).
@@ -43,12 +48,18 @@ sys.path.insert(0, str(REPO))
 P50_MARGIN_MS = 1.0
 #: Two models with default settings reach this share of the best explicit ``--threads``.
 DEFAULT_SHARE = 0.9
+#: Idle time left between in-process calls in the reference row that shows what idle cores
+#: cost (ms): about a loopback HTTP round trip plus the server's own work per request here.
+IDLE_PAUSE_MS = 3.0
+IN_PROCESS_PAUSED = f"in-process, {IDLE_PAUSE_MS:g} ms idle between calls"
+HTTP_ONLY = "HTTP only: GET /v2/health/live"
 
 
 def bench_in_process(
-    model: Path, data: bytes, clients: int, duration: float, threads: int
+    model: Path, data: bytes, clients: int, duration: float, threads: int, pause_s: float = 0.0
 ) -> dict[str, float]:
-    """Closed loop of ``clients`` threads calling decode + preprocess + ORT run in-process."""
+    """Closed loop of ``clients`` threads calling decode + preprocess + ORT run in-process,
+    each sleeping ``pause_s`` seconds between calls (not timed)."""
     from transferkit.serving.model import OnnxClassifier
 
     clf = OnnxClassifier(model, intra_op_threads=threads)
@@ -64,6 +75,8 @@ def bench_in_process(
                 return
             clf.predict_batch(clf.preprocess(clf.decode(data))[None])
             out.append(time.perf_counter() - t)
+            if pause_s:
+                time.sleep(pause_s)
 
     ts = [threading.Thread(target=loop, args=(lats[i],)) for i in range(clients)]
     t0 = time.perf_counter()
@@ -89,6 +102,11 @@ def one_model(model: Path, data: bytes, counts: list[int], a: argparse.Namespace
         }
         for c in counts
     ]
+    # what the server's p50 at one client is made of, as references: the same in-process call
+    # with the cores left idle between calls as a client's round trip leaves them, and the HTTP
+    # round trip alone (a GET that runs no model)
+    paused = bench_in_process(model, data, 1, a.duration, a.threads, IDLE_PAUSE_MS / 1000)
+    rows.append({"model": model.stem, "setup": IN_PROCESS_PAUSED, "clients": 1, **paused})
     for setup, batch in (("server, batching off", 1), ("server, batching on", a.batch)):
         args = ["--threads", str(a.threads), "--max-batch-size", str(batch)]
         args += ["--max-queue-delay-ms", str(a.delay_ms), "--max-queue-size", "4096"]
@@ -96,6 +114,9 @@ def one_model(model: Path, data: bytes, counts: list[int], a: argparse.Namespace
             for c in counts:
                 res = http_loop(srv.port, [_infer_path(model)], data, c, a.duration)
                 rows.append({"model": model.stem, "setup": setup, "clients": c, **res})
+            if batch == 1:
+                res = http_loop(srv.port, ["/v2/health/live"], None, 1, a.duration)
+                rows.append({"model": model.stem, "setup": HTTP_ONLY, "clients": 1, **res})
     return rows
 
 
@@ -190,12 +211,12 @@ def references(rows: list[dict]) -> list[dict[str, str]]:
 def print_table(rows: list[dict]) -> None:
     """One line per cell: model, set-up, clients, p50/p99 ms, req/s, requests, errors."""
     print(
-        f"{'model':<16} {'setup':<24} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} "
+        f"{'model':<16} {'setup':<38} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} "
         f"{'requests':>9} {'errors':>6}"
     )
     for r in rows:
         print(
-            f"{r['model']:<16} {r['setup']:<24} {r['clients']:>7} {r['p50_ms']:>8.2f} "
+            f"{r['model']:<16} {r['setup']:<38} {r['clients']:>7} {r['p50_ms']:>8.2f} "
             f"{r['p99_ms']:>8.2f} {r['throughput_rps']:>8.1f} {r['requests']:>9} "
             f"{r.get('errors', 0):>6}"
         )

@@ -254,9 +254,17 @@ def render(results: Path, status: dict[str, Any] | None = None) -> str:
         f"`{shown}/`; machine and date are those each file records."
     )
     if "total_s" in status:
+        ran = status.get("ran", list(scripts))
+        failed = sum(not scripts.get(n, {}).get("ok") for n in ran)
         intro += (
-            f" `bench/run_all.py` ran {len(scripts)} scripts in {status['total_s'] / 60:.1f} min"
-            f" ({sum(not s.get('ok') for s in scripts.values())} failed)."
+            f" Its last call, `bench/run_all.py`, ran {len(ran)} script(s) in "
+            f"{status['total_s'] / 60:.1f} min ({failed} failed)."
+        )
+    full = status.get("last_full_run")
+    if full:
+        intro += (
+            f" The last run of every script (`make bench`, {full['scripts']} scripts) took "
+            f"{full['total_s'] / 60:.1f} min, on {full['date'][:16].replace('T', ' ')} UTC."
         )
     return "\n".join(["# Benchmarks", "", intro, "", *table, ""])
 

@@ -136,3 +136,26 @@ def test_main_writes_summary_md(tmp_path):
     _all_results(tmp_path)
     assert summary.main(["--results", str(tmp_path)]) == 0
     assert (tmp_path / "SUMMARY.md").read_text().startswith("# Benchmarks")
+
+
+def test_a_partial_run_keeps_the_other_outcomes_and_the_last_full_runs_time(tmp_path):
+    """``run_all.py --only serve`` after a full run: the summary still says how long the full
+    run took (the figure ``make bench``'s 30-minute limit is about) and keeps the other scripts'
+    outcomes; a second full run replaces both."""
+    import run_all
+
+    path = tmp_path / "run_all.json"
+    ok = {"ok": True, "seconds": 1.0, "reason": None, "log": "x"}
+    bad = {"ok": False, "seconds": 1.0, "reason": "exit 1: boom", "log": "x"}
+    full = run_all.merged_status(path, {"serve": ok, "soak": bad}, 1662.0, full=True)
+    path.write_text(json.dumps(full))
+    part = run_all.merged_status(path, {"serve": ok}, 216.0, full=False)
+    assert part["scripts"]["soak"] == bad and part["ran"] == ["serve"]
+    assert part["last_full_run"]["total_s"] == 1662.0 and part["last_full_run"]["scripts"] == 2
+    _all_results(tmp_path)
+    intro = summary.render(tmp_path, part).splitlines()[2]
+    assert "ran 1 script(s) in 3.6 min (0 failed)" in intro
+    assert "(`make bench`, 2 scripts) took 27.7 min" in intro
+    path.write_text(json.dumps(part))
+    again = run_all.merged_status(path, {"serve": ok}, 900.0, full=True)
+    assert again["scripts"] == {"serve": ok} and again["last_full_run"]["total_s"] == 900.0
