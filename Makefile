@@ -37,7 +37,7 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# every bench/ script (about 15 min on 2 cores; +7 when the demo models must be trained first),
+# every bench/ script (14.8 min measured on 2 cores; +12.9 when the demo models must be trained first),
 # then bench/results/SUMMARY.md: each figure beside its goal
 bench: setup
 	$(PY) bench/run_all.py

@@ -2,12 +2,12 @@
 
 1. The models: the demo's teacher and student (``runs/demo/{teacher,student}.onnx`` and the
    teacher's run folder, as ``make demo`` leaves them); when missing, ``transferkit pipeline
-   configs/demo-digits.yaml --output runs/demo`` makes them (about 7 minutes on 2 cores; it
+   configs/demo-digits.yaml --output runs/demo`` makes them (12.9 minutes measured on 2 cores; it
    starts Ray).
 2. Each script in turn, its output in ``bench/results/logs/<script>.log``, one line each with its
    outcome and seconds; a failing script does not stop the others (its row in the summary then
    says "failed: " and the last line it printed). The settings keep the whole run within 30
-   minutes on a 2-core machine: about 15 minutes with the models present (soak 5.5, serving
+   minutes on a 2-core machine: 14.8 minutes measured with the models present (soak 5.5, serving
    about 4, Ray Train vs plain loop about 2.5, the others 1 or less each).
 3. ``bench/summary.py`` with the outcome of each script; the total time.
 
@@ -94,7 +94,7 @@ def demo_models(demo: Path, config: Path, logs: Path) -> str | None:
     if all(p.is_file() for p in needed):
         log.info(f"bench: using the demo models in {demo}")
         return None
-    log.info(f"bench: no demo models in {demo}: running the demo pipeline (about 7 min)")
+    log.info(f"bench: no demo models in {demo}: running the demo pipeline (13 min on 2 cores)")
     cmd = [*CLI, "pipeline", str(config), "--output", str(demo)]
     why = run_logged(cmd, logs / "pipeline.log", 1800)
     if why is None and not all(p.is_file() for p in needed):
