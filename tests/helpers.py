@@ -199,3 +199,12 @@ def run_cli(*args: Any, timeout: float = 300, env: dict[str, str] | None = None)
         timeout=timeout,
         env=None if env is None else {**os.environ, **env},
     )
+
+
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo (Linux), or None where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(set(x.split(":", 1)[1].split()) for x in f if x.startswith("flags"))
+    except (OSError, StopIteration):
+        return None

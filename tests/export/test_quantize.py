@@ -110,15 +110,6 @@ def test_the_int8_file_keeps_the_metadata_and_records_the_gate(shipped, serving_
     assert sess.get_inputs()[0].type == "tensor(float)"  # clients feed what they fed fp32
 
 
-def _cpu_has_vnni() -> bool:
-    """AVX512-VNNI or AVX-VNNI in /proc/cpuinfo (False where it cannot be read)."""
-    try:
-        flags = open("/proc/cpuinfo").read().split()
-    except OSError:
-        return False
-    return "avx512_vnni" in flags or "avx_vnni" in flags
-
-
 @pytest.mark.parametrize("variant", list(INT8_VARIANTS))
 def test_int8_answers_follow_fp32_on_real_images(variant, serving_onnx, digits_dir, tmp_path):
     """Each variant against the fp32 file on 300 digits, calibrated on 32 others: the logits stay
@@ -130,7 +121,10 @@ def test_int8_answers_follow_fp32_on_real_images(variant, serving_onnx, digits_d
     there). On such a CPU only the reduce_range variants are held to the bound; the others
     agreed with fp32 on 74.7% of top-1 classes on an AVX2-only EPYC, and the export gate refuses them
     by their measured accuracy."""
-    if "reduce_range" not in variant and not _cpu_has_vnni():
+    from helpers import cpu_flags
+
+    vnni = bool((cpu_flags() or set()) & {"avx512_vnni", "avx_vnni"})
+    if "reduce_range" not in variant and not vnni:
         pytest.skip(f"{variant}: U8S8 without reduce_range saturates on a CPU without VNNI")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
